@@ -1,0 +1,129 @@
+// The typed records that flow through the pipeline: source → normalize → tracker → sinks.
+// Past the normalizer nothing is `unknown`; sinks may trust every field here.
+
+/** The seven pyATS result values, in roll-up order (worst last is NOT implied; see ROLLUP_ORDER). */
+export const RESULT_VALUES = ['passed', 'failed', 'aborted', 'blocked', 'skipped', 'errored', 'passx'] as const;
+export type ResultValue = (typeof RESULT_VALUES)[number];
+
+export interface SectionResult {
+  value: ResultValue;
+  reason?: string;
+}
+
+/** `init_X`, `start_X`, `stop_X`: the only three phases pyATS's reporter uses (DESIGN §1). */
+export type EventPhase = 'init' | 'start' | 'stop';
+
+export interface CodeLocation {
+  file?: string;
+  line?: number;
+}
+
+/** One reporter event after validation. Times are epoch milliseconds (fractional allowed). */
+export interface SectionEvent {
+  phase: EventPhase;
+  /** The raw event name, e.g. `start_task`. */
+  event: string;
+  /** The section type as pyATS names it (`TestSuite`, `Task`, `Testcase`, `TestSection`, `Step`, ...). */
+  type: string;
+  seqNum: number;
+  parentSeqNum?: number;
+  id?: string;
+  name?: string;
+  startTime?: number;
+  stopTime?: number;
+  /** Seconds, as pyATS reports it. */
+  runtime?: number;
+  result?: SectionResult;
+  logfile?: string;
+  xref?: CodeLocation;
+}
+
+/** Why the normalizer refused a raw event. Stable: used as the `reason` label. */
+export const REJECT_REASONS = [
+  'not_a_dict',
+  'missing_event',
+  'unknown_event',
+  'bad_seq_num',
+  'bad_parent_seq_num',
+  'bad_time',
+  'bad_runtime',
+  'bad_result',
+  'bad_field_type',
+] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+export type NormalizeOutcome =
+  | { ok: true; event: SectionEvent }
+  | { ok: false; reason: RejectReason; detail: string };
+
+/** Identity of one pyATS job run, fixed the first time a span needs it (see tracker). */
+export interface JobInfo {
+  /** The TestSuite's id (the job name) or `unknown` when the exporter attached mid-job. */
+  jobId: string;
+  /** Unique per run: `jobId` plus the suite start time; trace and span ids derive from it. */
+  runId: string;
+  /** 32 lowercase hex chars. */
+  traceId: string;
+}
+
+/** A section the tracker has seen start (used for in-progress gauges). */
+export interface StartedSection {
+  job: JobInfo;
+  seqNum: number;
+  type: string;
+  task: string;
+}
+
+/** A section that ended, with everything a sink needs. Produced once per seq_num per job. */
+export interface FinishedSection {
+  job: JobInfo;
+  seqNum: number;
+  parentSeqNum?: number;
+  /** 16 lowercase hex chars, deterministic from (runId, seqNum). */
+  spanId: string;
+  /** Span id of the parent section; absent for the root. */
+  parentSpanId?: string;
+  type: string;
+  id?: string;
+  name?: string;
+  /** Id of the enclosing Task (or `none` outside any task, `unknown` if its ancestry was never seen). */
+  task: string;
+  /** Id of the enclosing Testcase / CommonSetup / CommonCleanup, when there is one. */
+  testcase?: string;
+  startTime: number;
+  stopTime: number;
+  /** Seconds. */
+  runtime: number;
+  result: SectionResult;
+  logfile?: string;
+  xref?: CodeLocation;
+  /** True when the job ended (disconnect, shutdown) before this section stopped. */
+  incomplete: boolean;
+  /** True when this section's parent_seq_num was never seen and it could not be linked to it. */
+  orphan: boolean;
+  /** True when `sectionStarted` was emitted for this section (so in-progress gauges must be decremented). */
+  started: boolean;
+}
+
+/** One job's outcome, emitted when its TestSuite stops or the stream ends. */
+export interface JobSummary {
+  job: JobInfo;
+  result: ResultValue;
+  startTime?: number;
+  stopTime: number;
+  /** Seconds. */
+  runtime?: number;
+  /** Counts of the job's testscript-level sections (CommonSetup, Testcase, CommonCleanup) by result. */
+  counts: Record<ResultValue, number>;
+  incomplete: boolean;
+}
+
+/** What the tracker feeds. Every sink implements this; all callbacks are synchronous and must not throw. */
+export interface SectionSink {
+  sectionStarted(section: StartedSection): void;
+  sectionFinished(section: FinishedSection): void;
+  jobFinished(summary: JobSummary): void;
+  /** Flush buffered output (spans). */
+  forceFlush(): Promise<void>;
+  shutdown(): Promise<void>;
+}
