@@ -2,7 +2,15 @@
 // Past the normalizer nothing is `unknown`; sinks may trust every field here.
 
 /** The seven pyATS result values, in roll-up order (worst last is NOT implied; see ROLLUP_ORDER). */
-export const RESULT_VALUES = ['passed', 'failed', 'aborted', 'blocked', 'skipped', 'errored', 'passx'] as const;
+export const RESULT_VALUES = [
+  'passed',
+  'failed',
+  'aborted',
+  'blocked',
+  'skipped',
+  'errored',
+  'passx',
+] as const;
 export type ResultValue = (typeof RESULT_VALUES)[number];
 
 export interface SectionResult {
@@ -53,8 +61,7 @@ export const REJECT_REASONS = [
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export type NormalizeOutcome =
-  | { ok: true; event: SectionEvent }
-  | { ok: false; reason: RejectReason; detail: string };
+  { ok: true; event: SectionEvent } | { ok: false; reason: RejectReason; detail: string };
 
 /** Identity of one pyATS job run, fixed the first time a span needs it (see tracker). */
 export interface JobInfo {
