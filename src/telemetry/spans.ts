@@ -1,0 +1,279 @@
+// The span sink: each FinishedSection becomes one ReadableSpan, built directly from the record (ids and
+// times are the record's, not a Tracer's) and handed to a SpanProcessor, one trace per job run.
+import {
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  type Attributes,
+  type HrTime,
+  type Link,
+  type SpanContext,
+  type SpanStatus,
+} from '@opentelemetry/api';
+import type { InstrumentationScope } from '@opentelemetry/core';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
+import { ATTR_CODE_FILE_PATH, ATTR_CODE_LINE_NUMBER } from '@opentelemetry/semantic-conventions';
+import type { FinishedSection, JobInfo, JobSummary, SectionSink, StartedSection } from '../events/types.js';
+
+// test.* is still "development" in semconv 1.45 and only exported from the `incubating` entry, which
+// OpenTelemetry asks users to copy from rather than import (it may change in any minor release).
+// test/telemetry/spans.test.ts checks these against the installed package.
+export const ATTR_TEST_CASE_NAME = 'test.case.name';
+export const ATTR_TEST_CASE_RESULT_STATUS = 'test.case.result.status';
+export const ATTR_TEST_SUITE_NAME = 'test.suite.name';
+export const ATTR_TEST_SUITE_RUN_STATUS = 'test.suite.run.status';
+
+export const INSTRUMENTATION_SCOPE_NAME = 'pyats-exporter';
+export const ABANDONED_STATUS_MESSAGE = 'abandoned: job ended before the section stopped';
+
+/** Section types that are test cases in the semconv sense (test.case.*). */
+const TESTCASE_TYPES = new Set(['Testcase', 'CommonSetup', 'CommonCleanup']);
+
+const NO_LINKS: Link[] = [];
+const NO_EVENTS: TimedEvent[] = [];
+const ZERO_DURATION: HrTime = [0, 0];
+
+export interface SpanSinkOptions {
+  processor: SpanProcessor;
+  /** Base resource from the tracing options: service.name, OTEL_RESOURCE_ATTRIBUTES, telemetry.sdk.*. */
+  resource: Resource;
+  /** String attribute values (and the status message) are cut to this many UTF-16 units. */
+  maxAttributeLength: number;
+  /** The exporter's version, reported as the instrumentation scope version. */
+  scopeVersion: string;
+}
+
+/**
+ * Epoch milliseconds (fractional) to HrTime, rounded to the microsecond: pyATS times have microsecond
+ * resolution, and a double of epoch ms carries it with ~0.25 µs to spare, so rounding recovers it exactly.
+ */
+export function epochMsToHrTime(ms: number): HrTime {
+  const wholeMs = Math.floor(ms);
+  const micros = Math.round((ms - wholeMs) * 1000);
+  let seconds = Math.floor(wholeMs / 1000);
+  let nanos = (wholeMs - seconds * 1000) * 1_000_000 + micros * 1000;
+  if (nanos >= 1_000_000_000) {
+    seconds += 1;
+    nanos -= 1_000_000_000;
+  }
+  return [seconds, nanos];
+}
+
+function hrTimeDuration(start: HrTime, end: HrTime): HrTime {
+  let seconds = end[0] - start[0];
+  let nanos = end[1] - start[1];
+  if (nanos < 0) {
+    seconds -= 1;
+    nanos += 1_000_000_000;
+  }
+  return seconds < 0 ? ZERO_DURATION : [seconds, nanos];
+}
+
+/** Cuts `value` to `max` UTF-16 units without splitting a surrogate pair. */
+export function truncateAttribute(value: string, max: number): string {
+  if (value.length <= max) return value;
+  let end = Math.max(0, Math.floor(max));
+  const last = value.charCodeAt(end - 1);
+  if (end > 0 && last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return value.slice(0, end);
+}
+
+/** `${type} ${name ?? id ?? seqNum}`, e.g. `Testcase test_bgp`. */
+export function spanName(section: FinishedSection): string {
+  return `${section.type} ${section.name ?? section.id ?? section.seqNum}`;
+}
+
+function isErrorResult(section: FinishedSection): boolean {
+  const value = section.result.value;
+  return section.incomplete || value === 'failed' || value === 'errored' || value === 'aborted';
+}
+
+/** ERROR exactly for failed / errored / aborted and abandoned sections (DESIGN §3). */
+export function spanStatus(section: FinishedSection, maxAttributeLength: number): SpanStatus {
+  // Everything else stays UNSET rather than OK: the spec reserves OK for an explicit final verdict that
+  // overrides anything downstream, and skipped / blocked are not a verdict of success.
+  if (!isErrorResult(section)) return { code: SpanStatusCode.UNSET };
+  const message = section.incomplete ? ABANDONED_STATUS_MESSAGE : section.result.reason;
+  return message === undefined
+    ? { code: SpanStatusCode.ERROR }
+    : { code: SpanStatusCode.ERROR, message: truncateAttribute(message, maxAttributeLength) };
+}
+
+function testCaseStatus(section: FinishedSection): string | undefined {
+  if (section.incomplete) return 'fail';
+  switch (section.result.value) {
+    case 'passed':
+    case 'passx':
+      return 'pass';
+    case 'failed':
+    case 'errored':
+    case 'aborted':
+      return 'fail';
+    default:
+      // skipped / blocked: the convention has no value for them; pyats.section.result has the exact one.
+      return undefined;
+  }
+}
+
+function testSuiteRunStatus(section: FinishedSection): string {
+  if (section.incomplete) return 'aborted';
+  switch (section.result.value) {
+    case 'passed':
+    case 'passx':
+      return 'success';
+    case 'failed':
+    case 'errored':
+      return 'failure';
+    case 'aborted':
+      return 'aborted';
+    case 'skipped':
+    case 'blocked':
+      return 'skipped';
+  }
+}
+
+/** The span attributes of a section (DESIGN §3); string values cut to `maxLength`. */
+export function sectionAttributes(section: FinishedSection, maxLength: number): Attributes {
+  const cut = (value: string): string => truncateAttribute(value, maxLength);
+  const attributes: Attributes = {
+    'pyats.section.type': cut(section.type),
+    'pyats.section.seq_num': section.seqNum,
+    'pyats.section.result': section.result.value,
+    'pyats.section.task': cut(section.task),
+    'pyats.section.runtime': section.runtime,
+    'pyats.job.id': cut(section.job.jobId),
+    'pyats.job.run_id': cut(section.job.runId),
+  };
+  if (section.id !== undefined) attributes['pyats.section.id'] = cut(section.id);
+  if (section.name !== undefined) attributes['pyats.section.name'] = cut(section.name);
+  if (section.parentSeqNum !== undefined) attributes['pyats.section.parent_seq_num'] = section.parentSeqNum;
+  if (section.result.reason !== undefined)
+    attributes['pyats.section.result.reason'] = cut(section.result.reason);
+  if (section.logfile !== undefined) attributes['pyats.section.logfile'] = cut(section.logfile);
+  if (section.incomplete) attributes['pyats.section.incomplete'] = true;
+  if (section.orphan) attributes['pyats.section.orphan'] = true;
+  if (section.xref?.file !== undefined) attributes[ATTR_CODE_FILE_PATH] = cut(section.xref.file);
+  if (section.xref?.line !== undefined) attributes[ATTR_CODE_LINE_NUMBER] = section.xref.line;
+
+  if (TESTCASE_TYPES.has(section.type)) {
+    const caseName = section.id ?? section.name;
+    if (caseName !== undefined) attributes[ATTR_TEST_CASE_NAME] = cut(caseName);
+    const status = testCaseStatus(section);
+    if (status !== undefined) attributes[ATTR_TEST_CASE_RESULT_STATUS] = status;
+  } else if (section.type === 'TestSuite' || section.type === 'Task') {
+    const suiteName = section.type === 'TestSuite' ? section.job.jobId : (section.id ?? section.task);
+    attributes[ATTR_TEST_SUITE_NAME] = cut(suiteName);
+    attributes[ATTR_TEST_SUITE_RUN_STATUS] = testSuiteRunStatus(section);
+  }
+  return attributes;
+}
+
+/** A finished span made from a FinishedSection; immutable once built. */
+class SectionSpan implements ReadableSpan {
+  readonly kind = SpanKind.INTERNAL;
+  readonly links = NO_LINKS;
+  readonly events = NO_EVENTS;
+  readonly ended = true;
+  readonly droppedAttributesCount = 0;
+  readonly droppedEventsCount = 0;
+  readonly droppedLinksCount = 0;
+  readonly duration: HrTime;
+
+  constructor(
+    private readonly context: SpanContext,
+    readonly parentSpanContext: SpanContext | undefined,
+    readonly name: string,
+    readonly startTime: HrTime,
+    readonly endTime: HrTime,
+    readonly status: SpanStatus,
+    readonly attributes: Attributes,
+    readonly resource: Resource,
+    readonly instrumentationScope: InstrumentationScope,
+  ) {
+    this.duration = hrTimeDuration(startTime, endTime);
+  }
+
+  spanContext(): SpanContext {
+    return this.context;
+  }
+}
+
+/** Builds the ReadableSpan for one section (pure; exported for tests and replay tools). */
+export function sectionToSpan(
+  section: FinishedSection,
+  resource: Resource,
+  scope: InstrumentationScope,
+  maxAttributeLength: number,
+): ReadableSpan {
+  const traceId = section.job.traceId;
+  const context: SpanContext = {
+    traceId,
+    spanId: section.spanId,
+    traceFlags: TraceFlags.SAMPLED,
+    isRemote: false,
+  };
+  const parent: SpanContext | undefined =
+    section.parentSpanId === undefined
+      ? undefined
+      : { traceId, spanId: section.parentSpanId, traceFlags: TraceFlags.SAMPLED, isRemote: false };
+  return new SectionSpan(
+    context,
+    parent,
+    spanName(section),
+    epochMsToHrTime(section.startTime),
+    epochMsToHrTime(section.stopTime),
+    spanStatus(section, maxAttributeLength),
+    sectionAttributes(section, maxAttributeLength),
+    resource,
+    scope,
+  );
+}
+
+/** Turns finished sections into spans on `processor`. Resource per job run: base + pyats.job.id/run_id. */
+export class SpanSink implements SectionSink {
+  private readonly resources = new Map<string, Resource>();
+  private readonly scope: InstrumentationScope;
+
+  constructor(private readonly options: SpanSinkOptions) {
+    this.scope = { name: INSTRUMENTATION_SCOPE_NAME, version: options.scopeVersion };
+  }
+
+  sectionStarted(_section: StartedSection): void {}
+
+  sectionFinished(section: FinishedSection): void {
+    const span = sectionToSpan(
+      section,
+      this.resourceFor(section.job),
+      this.scope,
+      this.options.maxAttributeLength,
+    );
+    this.options.processor.onEnd(span);
+  }
+
+  jobFinished(summary: JobSummary): void {
+    this.resources.delete(summary.job.runId);
+  }
+
+  forceFlush(): Promise<void> {
+    return this.options.processor.forceFlush();
+  }
+
+  shutdown(): Promise<void> {
+    this.resources.clear();
+    return this.options.processor.shutdown();
+  }
+
+  // One Resource object per run: the OTLP serializers group a batch's spans by resource identity, so a
+  // shared object gives one ResourceSpans per job instead of one per span.
+  private resourceFor(job: JobInfo): Resource {
+    let resource = this.resources.get(job.runId);
+    if (resource === undefined) {
+      resource = this.options.resource.merge(
+        resourceFromAttributes({ 'pyats.job.id': job.jobId, 'pyats.job.run_id': job.runId }),
+      );
+      this.resources.set(job.runId, resource);
+    }
+    return resource;
+  }
+}

@@ -1,0 +1,465 @@
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import * as incubating from '@opentelemetry/semantic-conventions/incubating';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { FinishedSection, JobInfo, JobSummary, ResultValue } from '../../src/events/types.js';
+import { silentLogger } from '../../src/log.js';
+import { runIdFor, spanIdFor, traceIdFor } from '../../src/events/ids.js';
+import {
+  ABANDONED_STATUS_MESSAGE,
+  ATTR_TEST_CASE_NAME,
+  ATTR_TEST_CASE_RESULT_STATUS,
+  ATTR_TEST_SUITE_NAME,
+  ATTR_TEST_SUITE_RUN_STATUS,
+  epochMsToHrTime,
+  sectionAttributes,
+  SpanSink,
+  truncateAttribute,
+} from '../../src/telemetry/spans.js';
+import {
+  baseResource,
+  createSpanPipeline,
+  tracingOptionsFromEnv,
+  type OtlpProtocol,
+  type SpanPipeline,
+} from '../../src/telemetry/tracing.js';
+import {
+  decodeExportTraceServiceRequest,
+  startOtlpReceiver,
+  type DecodedSpan,
+  type OtlpReceiver,
+} from '../helpers/otlp-receiver.js';
+
+const SUITE_START = Date.UTC(2024, 4, 1, 12, 0, 0) + 0.25;
+
+function job(jobId: string, start: number): JobInfo {
+  const runId = runIdFor(jobId, start, 'unused');
+  return { jobId, runId, traceId: traceIdFor(runId) };
+}
+
+const BGP = job('bgp_job', SUITE_START);
+
+interface Spec {
+  seq: number;
+  parent?: number;
+  type: string;
+  id?: string;
+  name?: string;
+  result: ResultValue;
+  reason?: string;
+  task?: string;
+  incomplete?: boolean;
+  orphan?: boolean;
+  xref?: { file?: string; line?: number };
+  logfile?: string;
+}
+
+/** A FinishedSection as the tracker would emit it; times carry microseconds (pyATS resolution). */
+function record(info: JobInfo, spec: Spec): FinishedSection {
+  const startTime = SUITE_START + spec.seq * 1000 + 0.123; // ...123 µs past the ms
+  const section: FinishedSection = {
+    job: info,
+    seqNum: spec.seq,
+    spanId: spanIdFor(info.runId, spec.seq),
+    type: spec.type,
+    task: spec.task ?? 'Task-1',
+    startTime,
+    stopTime: startTime + 2500.5,
+    runtime: 2.5005,
+    result: spec.reason === undefined ? { value: spec.result } : { value: spec.result, reason: spec.reason },
+    incomplete: spec.incomplete ?? false,
+    orphan: spec.orphan ?? false,
+    started: true,
+  };
+  if (spec.parent !== undefined) {
+    section.parentSeqNum = spec.parent;
+    if (!spec.orphan) section.parentSpanId = spanIdFor(info.runId, spec.parent);
+  }
+  if (spec.id !== undefined) section.id = spec.id;
+  if (spec.name !== undefined) section.name = spec.name;
+  if (spec.xref !== undefined) section.xref = spec.xref;
+  if (spec.logfile !== undefined) section.logfile = spec.logfile;
+  return section;
+}
+
+// A job tree with every result value, an abandoned testcase and task, and an orphan step.
+const TREE: Spec[] = [
+  { seq: 1, type: 'TestSuite', id: 'bgp_job', name: 'bgp_job', result: 'failed', task: 'none' },
+  { seq: 2, parent: 1, type: 'Task', id: 'Task-1', name: 'bgp_checks', result: 'failed' },
+  { seq: 3, parent: 2, type: 'CommonSetup', id: 'common_setup', result: 'passed' },
+  {
+    seq: 4,
+    parent: 3,
+    type: 'Subsection',
+    id: 'connect',
+    result: 'passed',
+    xref: { file: '/lab/bgp_checks.py', line: 42 },
+    logfile: 'TaskLog.Task-1',
+  },
+  {
+    seq: 5,
+    parent: 2,
+    type: 'Testcase',
+    id: 'test_bgp',
+    name: 'test_bgp',
+    result: 'failed',
+    reason: 'neighbor 10.0.0.2 down',
+  },
+  { seq: 6, parent: 5, type: 'TestSection', id: 'check_neighbors', result: 'failed' },
+  { seq: 7, parent: 6, type: 'Step', name: '1.1: check peer 10.0.0.2', result: 'failed' },
+  { seq: 8, parent: 2, type: 'Testcase', id: 'test_passx', result: 'passx' },
+  { seq: 9, parent: 2, type: 'Testcase', id: 'test_skipped', result: 'skipped' },
+  { seq: 10, parent: 2, type: 'Testcase', id: 'test_blocked', result: 'blocked' },
+  { seq: 11, parent: 2, type: 'Testcase', id: 'test_errored', result: 'errored', reason: 'Traceback ...' },
+  { seq: 12, parent: 2, type: 'Testcase', id: 'test_aborted', result: 'aborted' },
+  { seq: 13, parent: 2, type: 'Testcase', id: 'test_cut_off', result: 'passed', incomplete: true },
+  { seq: 14, parent: 2, type: 'CommonCleanup', id: 'common_cleanup', result: 'passed' },
+  { seq: 15, parent: 1, type: 'Task', id: 'Task-2', result: 'passed', task: 'Task-2', incomplete: true },
+  { seq: 16, parent: 1, type: 'Task', id: 'Task-3', result: 'skipped', task: 'Task-3' },
+  { seq: 20, parent: 99, type: 'Step', id: 'lost_step', result: 'passed', orphan: true },
+];
+
+/** OTLP StatusCode expected for each section: ERROR exactly for failed/errored/aborted and abandoned. */
+const EXPECTED_STATUS: Record<number, { code: number; message: string }> = {
+  1: { code: 2, message: '' },
+  2: { code: 2, message: '' },
+  3: { code: 0, message: '' },
+  4: { code: 0, message: '' },
+  5: { code: 2, message: 'neighbor 10.0.0.2 down' },
+  6: { code: 2, message: '' },
+  7: { code: 2, message: '' },
+  8: { code: 0, message: '' },
+  9: { code: 0, message: '' },
+  10: { code: 0, message: '' },
+  11: { code: 2, message: 'Traceback ...' },
+  12: { code: 2, message: '' },
+  13: { code: 2, message: ABANDONED_STATUS_MESSAGE },
+  14: { code: 0, message: '' },
+  15: { code: 2, message: ABANDONED_STATUS_MESSAGE },
+  16: { code: 0, message: '' },
+  20: { code: 0, message: '' },
+};
+
+/** Nanoseconds since the epoch of a µs-resolution epoch-ms value, computed independently of the sink. */
+function nanos(ms: number): bigint {
+  return BigInt(Math.round(ms * 1000)) * 1000n;
+}
+
+function within1us(actual: bigint, expected: bigint): boolean {
+  const diff = actual > expected ? actual - expected : expected - actual;
+  return diff <= 1000n;
+}
+
+describe('semantic convention names', () => {
+  it('match the installed @opentelemetry/semantic-conventions incubating entry', () => {
+    expect(ATTR_TEST_CASE_NAME).toBe(incubating.ATTR_TEST_CASE_NAME);
+    expect(ATTR_TEST_CASE_RESULT_STATUS).toBe(incubating.ATTR_TEST_CASE_RESULT_STATUS);
+    expect(ATTR_TEST_SUITE_NAME).toBe(incubating.ATTR_TEST_SUITE_NAME);
+    expect(ATTR_TEST_SUITE_RUN_STATUS).toBe(incubating.ATTR_TEST_SUITE_RUN_STATUS);
+    expect(incubating.TEST_CASE_RESULT_STATUS_VALUE_PASS).toBe('pass');
+    expect(incubating.TEST_CASE_RESULT_STATUS_VALUE_FAIL).toBe('fail');
+    expect([
+      incubating.TEST_SUITE_RUN_STATUS_VALUE_SUCCESS,
+      incubating.TEST_SUITE_RUN_STATUS_VALUE_FAILURE,
+      incubating.TEST_SUITE_RUN_STATUS_VALUE_ABORTED,
+      incubating.TEST_SUITE_RUN_STATUS_VALUE_SKIPPED,
+    ]).toEqual(['success', 'failure', 'aborted', 'skipped']);
+    expect(incubating.ATTR_CODE_FILE_PATH).toBe('code.file.path');
+    expect(incubating.ATTR_CODE_LINE_NUMBER).toBe('code.line.number');
+  });
+});
+
+describe('the test receiver decodes protobuf by field number', () => {
+  const lengthDelimited = (field: number, body: number[]): number[] => [
+    (field << 3) | 2,
+    body.length,
+    ...body,
+  ];
+  const request = (span: number[]): Uint8Array =>
+    Uint8Array.from(lengthDelimited(1, lengthDelimited(2, lengthDelimited(2, span))));
+  const traceId = Array.from({ length: 16 }, (_, i) => i + 1);
+  const spanId = [0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x10, 0x11];
+
+  it('reads hand-encoded bytes', () => {
+    // Span: 1 trace_id, 2 span_id, 5 name, 7 start_time_unix_nano (fixed64, wire type 1).
+    const span = [
+      ...lengthDelimited(1, traceId),
+      ...lengthDelimited(2, spanId),
+      ...lengthDelimited(5, [0x78]),
+      (7 << 3) | 1,
+      ...[0x05, 0x01, 0, 0, 0, 0, 0, 0x80],
+    ];
+    const [decoded] = decodeExportTraceServiceRequest(request(span));
+    expect(decoded).toMatchObject({
+      traceId: '0102030405060708090a0b0c0d0e0f10',
+      spanId: '0a0b0c0d0e0f1011',
+      parentSpanId: '',
+      name: 'x',
+      startTimeUnixNano: 0x8000000000000105n,
+    });
+  });
+
+  it('rejects a known field with the wrong wire type', () => {
+    expect(() => decodeExportTraceServiceRequest(request([(7 << 3) | 0, 5]))).toThrow(/Span\.7: wire type 0/);
+  });
+});
+
+describe('epochMsToHrTime', () => {
+  it('keeps the microseconds of an epoch-ms double', () => {
+    expect(epochMsToHrTime(Date.UTC(2024, 4, 1) + 123.456)).toEqual([
+      Date.UTC(2024, 4, 1) / 1000,
+      123_456_000,
+    ]);
+    expect(epochMsToHrTime(1_714_564_800_000.001)).toEqual([1_714_564_800, 1000]);
+  });
+
+  it('carries a microsecond that rounds up into the next second', () => {
+    expect(epochMsToHrTime(1999.9996)).toEqual([2, 0]);
+  });
+});
+
+describe('truncateAttribute', () => {
+  it('cuts to the limit without splitting a surrogate pair', () => {
+    expect(truncateAttribute('abcdef', 4)).toBe('abcd');
+    expect(truncateAttribute('abc', 4)).toBe('abc');
+    expect(truncateAttribute('ab😀cd', 3)).toBe('ab');
+    expect(truncateAttribute('anything', Infinity)).toBe('anything');
+  });
+
+  it('applies to every string attribute and the status message', () => {
+    const long = 'x'.repeat(50);
+    const section = record(BGP, {
+      seq: 5,
+      parent: 2,
+      type: 'Testcase',
+      id: long,
+      name: long,
+      result: 'failed',
+      reason: long,
+      logfile: long,
+      xref: { file: long, line: 1 },
+    });
+    const attributes = sectionAttributes(section, 10);
+    for (const [key, value] of Object.entries(attributes)) {
+      if (typeof value === 'string') expect(value.length, key).toBeLessThanOrEqual(10);
+    }
+    expect(attributes['pyats.section.id']).toBe('x'.repeat(10));
+    expect(attributes[ATTR_TEST_CASE_NAME]).toBe('x'.repeat(10));
+  });
+});
+
+/** Records what the sink hands over, to check object identity (resource sharing) without a network. */
+class CapturingProcessor implements SpanProcessor {
+  readonly ended: ReadableSpan[] = [];
+  flushed = 0;
+  shutDown = 0;
+  onStart(): void {}
+  onEnd(span: ReadableSpan): void {
+    this.ended.push(span);
+  }
+  forceFlush(): Promise<void> {
+    this.flushed += 1;
+    return Promise.resolve();
+  }
+  shutdown(): Promise<void> {
+    this.shutDown += 1;
+    return Promise.resolve();
+  }
+}
+
+function summary(info: JobInfo): JobSummary {
+  const counts = { passed: 0, failed: 0, aborted: 0, blocked: 0, skipped: 0, errored: 0, passx: 0 };
+  return { job: info, result: 'passed', stopTime: SUITE_START + 60_000, counts, incomplete: false };
+}
+
+describe('SpanSink (in memory)', () => {
+  it('shares one resource per run, and builds a new one after jobFinished', async () => {
+    const processor = new CapturingProcessor();
+    const sink = new SpanSink({
+      processor,
+      resource: baseResource(tracingOptionsFromEnv({})),
+      maxAttributeLength: 100,
+      scopeVersion: '9.9.9',
+    });
+    const other = job('ospf_job', SUITE_START);
+    sink.sectionStarted({ job: BGP, seqNum: 1, type: 'TestSuite', task: 'none' });
+    expect(processor.ended).toHaveLength(0);
+    sink.sectionFinished(record(BGP, { seq: 3, type: 'CommonSetup', result: 'passed' }));
+    sink.sectionFinished(record(BGP, { seq: 4, type: 'Subsection', result: 'passed' }));
+    sink.sectionFinished(record(other, { seq: 3, type: 'CommonSetup', result: 'passed' }));
+    sink.jobFinished(summary(BGP));
+    sink.sectionFinished(record(BGP, { seq: 5, type: 'Testcase', result: 'passed' }));
+    const [a, b, c, d] = processor.ended;
+    expect(a?.resource).toBe(b?.resource);
+    expect(a?.resource).not.toBe(c?.resource);
+    expect(d?.resource).not.toBe(a?.resource);
+    expect(d?.resource.attributes['pyats.job.run_id']).toBe(BGP.runId);
+    expect(a?.instrumentationScope).toEqual({ name: 'pyats-exporter', version: '9.9.9' });
+    await sink.forceFlush();
+    await sink.shutdown();
+    expect([processor.flushed, processor.shutDown]).toEqual([1, 1]);
+  });
+});
+
+describe.each<OtlpProtocol>(['http/protobuf', 'http/json'])(
+  'SpanSink → BatchSpanProcessor → OTLP %s',
+  (protocol) => {
+    let receiver: OtlpReceiver | undefined;
+    let pipeline: SpanPipeline | undefined;
+    afterEach(async () => {
+      await pipeline?.shutdown();
+      await receiver?.close();
+    });
+
+    async function exportTree(): Promise<Map<number, DecodedSpan>> {
+      receiver = await startOtlpReceiver();
+      const options = {
+        ...tracingOptionsFromEnv({ OTEL_SERVICE_NAME: 'lab-exporter', OTEL_RESOURCE_ATTRIBUTES: 'team=net' }),
+        protocol,
+        endpoint: `${receiver.url}/v1/traces`,
+      };
+      const hooks = { spansExported: () => {}, spansDropped: () => {} };
+      pipeline = createSpanPipeline(options, hooks, silentLogger());
+      if (pipeline === undefined) throw new Error('expected a pipeline');
+      const sink = new SpanSink({
+        processor: pipeline.processor,
+        resource: baseResource(options, '0.1.0'),
+        maxAttributeLength: 4096,
+        scopeVersion: '0.1.0',
+      });
+      // Children stop before their parents, as in a real run.
+      for (const spec of [...TREE].reverse()) sink.sectionFinished(record(BGP, spec));
+      await sink.forceFlush();
+      const spans = await receiver.waitForSpans(TREE.length);
+      expect(spans).toHaveLength(TREE.length);
+      const bySeq = new Map<number, DecodedSpan>();
+      for (const span of spans) bySeq.set(Number(span.attributes['pyats.section.seq_num']), span);
+      return bySeq;
+    }
+
+    it('delivers every section with its exact ids, parent, name, times, kind and status', async () => {
+      const bySeq = await exportTree();
+      for (const spec of TREE) {
+        const span = bySeq.get(spec.seq);
+        const section = record(BGP, spec);
+        expect(span, `seq ${spec.seq}`).toBeDefined();
+        if (span === undefined) continue;
+        expect(span.traceId).toBe(BGP.traceId);
+        expect(span.spanId).toBe(spanIdFor(BGP.runId, spec.seq));
+        expect(span.parentSpanId).toBe(
+          spec.parent === undefined || spec.orphan ? '' : spanIdFor(BGP.runId, spec.parent),
+        );
+        expect(span.name).toBe(`${spec.type} ${spec.name ?? spec.id ?? spec.seq}`);
+        expect(span.kind).toBe(1); // SPAN_KIND_INTERNAL
+        expect(within1us(span.startTimeUnixNano, nanos(section.startTime)), `start of ${spec.seq}`).toBe(
+          true,
+        );
+        expect(within1us(span.endTimeUnixNano, nanos(section.stopTime)), `end of ${spec.seq}`).toBe(true);
+        expect(span.status, `status of ${spec.seq}`).toEqual(EXPECTED_STATUS[spec.seq]);
+        expect(span.scope).toBe('pyats-exporter');
+        expect(span.scopeVersion).toBe('0.1.0');
+        expect(span.resource).toMatchObject({
+          'service.name': 'lab-exporter',
+          'service.version': '0.1.0',
+          team: 'net',
+          'telemetry.sdk.language': 'nodejs',
+          'pyats.job.id': 'bgp_job',
+          'pyats.job.run_id': 'bgp_job@2024-05-01T12:00:00.000Z',
+        });
+      }
+      expect(bySeq.get(1)?.startTimeUnixNano).toBe(1_714_564_801_000_373_000n);
+    });
+
+    it('carries the DESIGN §3 attributes', async () => {
+      const bySeq = await exportTree();
+      const common = {
+        'pyats.job.id': 'bgp_job',
+        'pyats.job.run_id': BGP.runId,
+        'pyats.section.runtime': 2.5005,
+      };
+      expect(bySeq.get(1)?.attributes).toEqual({
+        ...common,
+        'pyats.section.type': 'TestSuite',
+        'pyats.section.id': 'bgp_job',
+        'pyats.section.name': 'bgp_job',
+        'pyats.section.seq_num': 1,
+        'pyats.section.result': 'failed',
+        'pyats.section.task': 'none',
+        'test.suite.name': 'bgp_job',
+        'test.suite.run.status': 'failure',
+      });
+      expect(bySeq.get(2)?.attributes).toEqual({
+        ...common,
+        'pyats.section.type': 'Task',
+        'pyats.section.id': 'Task-1',
+        'pyats.section.name': 'bgp_checks',
+        'pyats.section.seq_num': 2,
+        'pyats.section.parent_seq_num': 1,
+        'pyats.section.result': 'failed',
+        'pyats.section.task': 'Task-1',
+        'test.suite.name': 'Task-1',
+        'test.suite.run.status': 'failure',
+      });
+      expect(bySeq.get(4)?.attributes).toEqual({
+        ...common,
+        'pyats.section.type': 'Subsection',
+        'pyats.section.id': 'connect',
+        'pyats.section.seq_num': 4,
+        'pyats.section.parent_seq_num': 3,
+        'pyats.section.result': 'passed',
+        'pyats.section.task': 'Task-1',
+        'pyats.section.logfile': 'TaskLog.Task-1',
+        'code.file.path': '/lab/bgp_checks.py',
+        'code.line.number': 42,
+      });
+      expect(bySeq.get(5)?.attributes).toEqual({
+        ...common,
+        'pyats.section.type': 'Testcase',
+        'pyats.section.id': 'test_bgp',
+        'pyats.section.name': 'test_bgp',
+        'pyats.section.seq_num': 5,
+        'pyats.section.parent_seq_num': 2,
+        'pyats.section.result': 'failed',
+        'pyats.section.result.reason': 'neighbor 10.0.0.2 down',
+        'pyats.section.task': 'Task-1',
+        'test.case.name': 'test_bgp',
+        'test.case.result.status': 'fail',
+      });
+      expect(bySeq.get(13)?.attributes).toMatchObject({
+        'pyats.section.incomplete': true,
+        'test.case.result.status': 'fail',
+      });
+      expect(bySeq.get(15)?.attributes).toMatchObject({
+        'pyats.section.incomplete': true,
+        'test.suite.run.status': 'aborted',
+      });
+      expect(bySeq.get(20)?.attributes).toMatchObject({
+        'pyats.section.orphan': true,
+        'pyats.section.parent_seq_num': 99,
+      });
+      for (const [seq, span] of bySeq) {
+        if (seq !== 13 && seq !== 15) expect(span.attributes).not.toHaveProperty('pyats.section.incomplete');
+        if (seq !== 20) expect(span.attributes).not.toHaveProperty('pyats.section.orphan');
+      }
+    });
+
+    it('maps results to test.case.result.status and test.suite.run.status', async () => {
+      const bySeq = await exportTree();
+      const caseStatus = (seq: number) => bySeq.get(seq)?.attributes['test.case.result.status'];
+      const suiteStatus = (seq: number) => bySeq.get(seq)?.attributes['test.suite.run.status'];
+      expect([3, 5, 8, 9, 10, 11, 12, 13, 14].map(caseStatus)).toEqual([
+        'pass', // CommonSetup passed
+        'fail', // failed
+        'pass', // passx
+        undefined, // skipped: not covered by the convention
+        undefined, // blocked
+        'fail', // errored
+        'fail', // aborted
+        'fail', // abandoned
+        'pass', // CommonCleanup passed
+      ]);
+      expect(caseStatus(6)).toBeUndefined(); // only Testcase-like sections carry test.case.*
+      expect([1, 2, 15, 16].map(suiteStatus)).toEqual(['failure', 'failure', 'aborted', 'skipped']);
+      expect(suiteStatus(5)).toBeUndefined();
+    });
+  },
+);
