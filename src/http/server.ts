@@ -1,0 +1,252 @@
+// The HTTP face of the daemon: /metrics (Prometheus text or OpenMetrics, by Accept), /healthz, /readyz.
+// `createApp` is pure; `listen` binds it and returns the bound address and a close() that cannot hang.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { Registry, type Metric, type RegistryContentType } from 'prom-client';
+import type { Logger } from '../log.js';
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not ready; shown in the 503 body. */
+  detail?: string;
+}
+
+export interface AppOptions {
+  registry: Registry;
+  /** Asked on every /readyz request. */
+  ready: () => Readiness;
+  logger: Logger;
+}
+
+export type ExpositionFormat = 'prometheus' | 'openmetrics';
+
+const OPENMETRICS_VERSIONS = new Set([undefined, '1.0.0', '0.0.1']);
+const PROMETHEUS_TEXT_VERSIONS = new Set([undefined, '0.0.4']);
+
+/**
+ * Picks the exposition format from an Accept header the way Prometheus's Go client does: the acceptable
+ * entries in order of q (first listed wins a tie); OpenMetrics for `application/openmetrics-text` of a
+ * version we can serve (Prometheus 2.x asks for 1.0.0 and 0.0.1 — same format), Prometheus text for
+ * `text/plain` (0.0.4) and the text wildcards; Prometheus text when nothing matches, never 406.
+ */
+export function negotiateFormat(accept: string | undefined): ExpositionFormat {
+  if (accept === undefined) return 'prometheus';
+  const entries: { type: string; version: string | undefined; q: number; index: number }[] = [];
+  accept.split(',').forEach((part, index) => {
+    const [mediaType = '', ...params] = part.split(';').map((s) => s.trim());
+    let q = 1;
+    let version: string | undefined;
+    for (const param of params) {
+      const eq = param.indexOf('=');
+      if (eq < 0) continue;
+      const key = param.slice(0, eq).trim().toLowerCase();
+      const value = param
+        .slice(eq + 1)
+        .trim()
+        .replace(/^"(.*)"$/, '$1');
+      if (key === 'q') q = Number(value);
+      else if (key === 'version') version = value;
+    }
+    if (Number.isFinite(q) && q > 0) entries.push({ type: mediaType.toLowerCase(), version, q, index });
+  });
+  entries.sort((a, b) => b.q - a.q || a.index - b.index);
+  for (const { type, version } of entries) {
+    if (type === 'application/openmetrics-text' && OPENMETRICS_VERSIONS.has(version)) return 'openmetrics';
+    if (type === 'text/plain' && PROMETHEUS_TEXT_VERSIONS.has(version)) return 'prometheus';
+    if (type === 'text/*' || type === '*/*') return 'prometheus';
+  }
+  return 'prometheus';
+}
+
+export const CONTENT_TYPES: Record<ExpositionFormat, RegistryContentType> = {
+  prometheus: Registry.PROMETHEUS_CONTENT_TYPE,
+  openmetrics: Registry.OPENMETRICS_CONTENT_TYPE,
+};
+
+/**
+ * Serializes `registry` in `format` without touching the registry's own state.
+ *
+ * prom-client 15 picks the format from registry-wide state: `setContentType()` then `metrics()`. That is
+ * wrong for a shared registry under concurrent scrapes: `metrics()` awaits each metric's `get()` and
+ * reads the content type again afterwards, so a scrape asking for the other format in between flips it
+ * mid-serialization; and in OpenMetrics mode `metrics()` renames every counter object in place
+ * (`x_total` → `x`), so Prometheus-text scrapes afterwards lose their `_total` suffix. Instead each scrape
+ * takes one snapshot (`getMetricsAsJSON`, which also applies default labels) and lets a fresh, private
+ * Registry of the wanted content type format it, through read-only views of the snapshot.
+ */
+export async function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<string> {
+  const snapshot = await registry.getMetricsAsJSON();
+  const scratch = new Registry<RegistryContentType>();
+  scratch.setContentType(CONTENT_TYPES[format]);
+  for (const family of snapshot) {
+    // prom-client's typings say `type` is a numeric enum; at run time it is the string ('counter', ...).
+    const type = String(family.type);
+    const name =
+      format === 'openmetrics' && type === 'counter' ? family.name.replace(/_total$/, '') : family.name;
+    const view = { name, help: family.help, type, get: () => Promise.resolve({ ...family, name }) };
+    // Registry only reads name/type and calls get() on what it formats; a view is enough.
+    scratch.registerMetric(view as unknown as Metric);
+  }
+  return scratch.metrics();
+}
+
+const INDEX_HTML = `<!doctype html>
+<html>
+<head><meta charset="utf-8"><title>pyATS exporter</title></head>
+<body>
+<h1>pyATS exporter</h1>
+<p><a href="metrics">Metrics</a></p>
+</body>
+</html>
+`;
+
+function methodNotAllowed(allow: string): express.RequestHandler {
+  return (_req, res) => {
+    res.status(405).set('Allow', allow).type('text/plain').send('method not allowed\n');
+  };
+}
+
+export function createApp(opts: AppOptions): express.Express {
+  const { registry, ready, logger } = opts;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  // Express answers HEAD with the GET handler, minus the body.
+  app
+    .route('/metrics')
+    .get(async (req, res) => {
+      const format = negotiateFormat(req.get('accept'));
+      let body: string;
+      try {
+        body = await renderMetrics(registry, format);
+      } catch (err) {
+        logger.error({ err }, 'collecting metrics failed');
+        res.status(500).type('text/plain').send('error collecting metrics\n');
+        return;
+      }
+      // Set by hand and sent with end(): res.send() would re-serialize the Content-Type and reorder its
+      // parameters; Vary because the body depends on Accept.
+      res.status(200);
+      res.setHeader('Content-Type', CONTENT_TYPES[format]);
+      res.setHeader('Content-Length', Buffer.byteLength(body));
+      res.setHeader('Vary', 'Accept');
+      res.setHeader('Cache-Control', 'no-store');
+      res.end(body);
+    })
+    .all(methodNotAllowed('GET, HEAD'));
+
+  app
+    .route('/healthz')
+    .get((_req, res) => {
+      res.status(200).type('text/plain').send('ok');
+    })
+    .all(methodNotAllowed('GET, HEAD'));
+
+  app
+    .route('/readyz')
+    .get((_req, res) => {
+      let state: Readiness;
+      try {
+        state = ready();
+      } catch (err) {
+        logger.error({ err }, 'readiness check failed');
+        state = { ready: false, detail: 'readiness check failed' };
+      }
+      if (state.ready) {
+        res.status(200).type('text/plain').send('ready');
+      } else {
+        res
+          .status(503)
+          .type('text/plain')
+          .send(state.detail ? `not ready: ${state.detail}` : 'not ready');
+      }
+    })
+    .all(methodNotAllowed('GET, HEAD'));
+
+  app
+    .route('/')
+    .get((_req, res) => {
+      res.status(200).type('html').send(INDEX_HTML);
+    })
+    .all(methodNotAllowed('GET, HEAD'));
+
+  app.use((_req, res) => {
+    res.status(404).type('text/plain').send('not found\n');
+  });
+
+  app.use((err: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    const status = httpStatusOf(err);
+    if (status >= 500) logger.error({ err }, 'request failed');
+    res
+      .status(status)
+      .type('text/plain')
+      .send(status >= 500 ? 'internal error\n' : 'bad request\n');
+  });
+
+  return app;
+}
+
+/** Express and its body/URI parsers mark client errors with `status`; anything else is ours. */
+function httpStatusOf(err: unknown): number {
+  if (typeof err === 'object' && err !== null && 'status' in err) {
+    const status = (err as { status: unknown }).status;
+    if (typeof status === 'number' && status >= 400 && status < 600) return status;
+  }
+  return 500;
+}
+
+export interface ListenOptions {
+  host: string;
+  /** 0 picks a free port; the bound one is in the result's `address`. */
+  port: number;
+  /** How long close() lets in-flight requests finish before cutting their connections. Default 1000. */
+  closeGraceMs?: number;
+  /** Receives server errors after start-up (e.g. EMFILE on accept), which would otherwise crash the process. */
+  logger?: Logger;
+}
+
+export interface ListeningServer {
+  address: { host: string; port: number };
+  /** Stops accepting, closes idle keep-alive connections now and busy ones after the grace period. */
+  close(): Promise<void>;
+}
+
+/** Binds `app`; rejects with the listen error itself (EADDRINUSE, ENOTFOUND, ERR_SOCKET_BAD_PORT, ...). */
+export function listen(app: express.Express, opts: ListenOptions): Promise<ListeningServer> {
+  const graceMs = opts.closeGraceMs ?? 1000;
+  return new Promise((resolve, reject) => {
+    const server = http.createServer(app);
+    const onStartError = (err: Error): void => reject(err);
+    server.once('error', onStartError);
+    server.once('listening', () => {
+      server.off('error', onStartError);
+      server.on('error', (err) => opts.logger?.error({ err }, 'HTTP server error'));
+      const bound = server.address() as AddressInfo;
+      let closing: Promise<void> | undefined;
+      resolve({
+        address: { host: bound.address, port: bound.port },
+        close: () => {
+          closing ??= new Promise<void>((done, fail) => {
+            const cutoff = setTimeout(() => server.closeAllConnections(), graceMs);
+            // Unref: a pending cutoff must not keep the process alive on its own.
+            cutoff.unref();
+            server.close((err) => {
+              clearTimeout(cutoff);
+              if (err) fail(err);
+              else done();
+            });
+            server.closeIdleConnections();
+          });
+          return closing;
+        },
+      });
+    });
+    server.listen(opts.port, opts.host);
+  });
+}
