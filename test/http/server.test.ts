@@ -1,7 +1,5 @@
 // The HTTP server really listening on 127.0.0.1:0: both exposition formats, health and readiness, errors,
 // HEAD, and a close() that does not wait for keep-alive or stuck connections.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -18,17 +16,11 @@ import {
 import { silentLogger, type Logger } from '../../src/log.js';
 import { ExporterHealth, registerProcessMetrics } from '../../src/telemetry/health.js';
 import { MetricsSink } from '../../src/telemetry/metrics.js';
+import { PROCESS_METRICS_LINT, itPromtool, PROMTOOL_SKIP_NOTE, promtoolCheck } from '../helpers/promtool.js';
 
 const PROMETHEUS_242_ACCEPT =
   'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,' +
   'text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
-const PROMTOOL = '/usr/bin/promtool';
-const HAVE_PROMTOOL = existsSync(PROMTOOL);
-// In CI a missing promtool is a broken environment, not a reason to skip.
-const itPromtool = HAVE_PROMTOOL || process.env.CI ? it : it.skip;
-const PROMTOOL_SKIP_NOTE = HAVE_PROMTOOL
-  ? ''
-  : ` (skipped: ${PROMTOOL} not found; apt-get install prometheus)`;
 
 interface Reply {
   status: number;
@@ -115,19 +107,6 @@ function declaredFamilies(exposition: string): string[] {
     .split('\n')
     .filter((line) => line.startsWith('# TYPE '))
     .map((line) => line.split(' ')[2] ?? '');
-}
-
-function promtoolCheck(exposition: string): Promise<{ code: number | null; output: string }> {
-  if (!HAVE_PROMTOOL) throw new Error(`${PROMTOOL} is missing; CI must install Debian's prometheus package`);
-  return new Promise((resolve, reject) => {
-    const child = spawn(PROMTOOL, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, output }));
-    child.stdin.end(exposition);
-  });
 }
 
 describe('negotiateFormat', () => {
@@ -352,11 +331,7 @@ describe('HTTP server', () => {
     // prom-client names three gauges `nodejs_active_*_total`; promtool's lint flags exactly those (exit 3).
     // They come from prom-client's default metrics, which we do not rename; nothing else may be reported.
     const findings = output.split('\n').filter(Boolean);
-    expect(findings.sort()).toEqual([
-      'nodejs_active_handles_total non-counter metrics should not have "_total" suffix',
-      'nodejs_active_requests_total non-counter metrics should not have "_total" suffix',
-      'nodejs_active_resources_total non-counter metrics should not have "_total" suffix',
-    ]);
+    expect(findings.sort()).toEqual(PROCESS_METRICS_LINT);
     expect(code).toBe(3);
   });
 });

@@ -1,7 +1,5 @@
 // MetricsSink and ExporterHealth fed hand-built pipeline records; the exposition is checked against a golden
 // file and by promtool. Regenerate the golden file: UPDATE_GOLDEN=1 npx vitest run test/telemetry/metrics.test.ts
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
@@ -18,15 +16,9 @@ import {
 } from '../../src/events/types.js';
 import { ExporterHealth, registerProcessMetrics, SPAN_DROP_REASONS } from '../../src/telemetry/health.js';
 import { MetricsSink } from '../../src/telemetry/metrics.js';
+import { itPromtool, PROMTOOL_SKIP_NOTE, promtoolCheck } from '../helpers/promtool.js';
 
 const GOLDEN = fileURLToPath(new URL('../golden/metrics.prom', import.meta.url));
-const PROMTOOL = '/usr/bin/promtool';
-const HAVE_PROMTOOL = existsSync(PROMTOOL);
-// In CI a missing promtool is a broken environment, not a reason to skip.
-const itPromtool = HAVE_PROMTOOL || process.env.CI ? it : it.skip;
-const PROMTOOL_SKIP_NOTE = HAVE_PROMTOOL
-  ? ''
-  : ` (skipped: ${PROMTOOL} not found; apt-get install prometheus)`;
 
 const NIGHTLY: JobInfo = {
   jobId: 'nightly',
@@ -199,20 +191,6 @@ function feedFixture(sink: MetricsSink): void {
   sink.sectionStarted(started(4, 'TestSection', SMOKE));
   sink.sectionStarted(started(5, 'TestSection', SMOKE));
   sink.sectionFinished(finished({ job: SMOKE, seqNum: 4, type: 'TestSection', id: 'first', runtime: 0.7 }));
-}
-
-/** Runs `promtool check metrics` on `exposition`; returns its exit code and everything it printed. */
-function promtoolCheck(exposition: string): Promise<{ code: number | null; output: string }> {
-  if (!HAVE_PROMTOOL) throw new Error(`${PROMTOOL} is missing; CI must install Debian's prometheus package`);
-  return new Promise((resolve, reject) => {
-    const child = spawn(PROMTOOL, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, output }));
-    child.stdin.end(exposition);
-  });
 }
 
 describe('MetricsSink', () => {
