@@ -65,7 +65,8 @@ export class PyDateTime {
   /** Milliseconds since the epoch if this wall-clock time were UTC (offset not applied). */
   wallClockAsUtcMs(): number {
     return (
-      Date.UTC(this.year, this.month - 1, this.day, this.hour, this.minute, this.second) + this.microsecond / 1000
+      Date.UTC(this.year, this.month - 1, this.day, this.hour, this.minute, this.second) +
+      this.microsecond / 1000
     );
   }
 }

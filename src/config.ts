@@ -1,0 +1,320 @@
+// All configuration, parsed and validated once at the edge: command-line flags, then PYATS_EXPORTER_*
+// environment variables, then an optional YAML file, then defaults. OTEL_* variables are read by
+// tracingOptionsFromEnv. Everything below main receives the typed ExporterConfig.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+import { resolveZone, localZoneName } from './events/timezone.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
+import { parseHeaderFormat, type HeaderFormat } from './reporter/framing.js';
+import type { PyValue } from './reporter/pyvalues.js';
+import { tracingOptionsFromEnv, type TracingOptions } from './telemetry/tracing.js';
+
+export const COMMANDS = ['run', 'demo'] as const;
+export type Command = (typeof COMMANDS)[number];
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface ExporterConfig {
+  command: Command;
+  /** `--reporter-socket`: reporter.sock paths to subscribe to. */
+  reporterSockets: string[];
+  /** `--listen`, default 0.0.0.0:9464. */
+  listen: ListenAddress;
+  /** `--frame-header`: size-prefix format of incoming frames, default auto-detected per connection. */
+  frameHeader: HeaderFormat | 'auto';
+  /** `--request-header`: size-prefix format of the subscribe request we send, default 8be. */
+  requestHeader: HeaderFormat;
+  /** `--subscribe-request`: the value pickled and sent after connecting, or null to send nothing. */
+  subscribeRequest: PyValue | null;
+  /** `--max-frame-bytes`, default 64 MiB: larger frames reset the connection. */
+  maxFrameBytes: number;
+  /** `--timezone`: zone of the job's machine for naive times, default this host's zone. */
+  timezone: string;
+  /** `--max-attribute-length`, default 4096: strings are cut to this length. */
+  maxAttributeLength: number;
+  /** `--log-level`, default info. */
+  logLevel: LogLevel;
+  /** Reconnect backoff after a reporter connection drops. */
+  reconnect: { initialMs: number; maxMs: number };
+  /** How often to look for a reporter socket that does not exist yet. */
+  pollIntervalMs: number;
+  /** Longest a SIGTERM shutdown may take before the process exits anyway. */
+  shutdownTimeoutMs: number;
+  tracing: TracingOptions;
+  demo: { testcases: number; eventDelayMs: number; loop: boolean; seed: number };
+}
+
+export type ParseOutcome =
+  { kind: 'config'; config: ExporterConfig } | { kind: 'help' } | { kind: 'version' };
+
+const FLAG_SPEC = {
+  'reporter-socket': { type: 'string', multiple: true },
+  listen: { type: 'string' },
+  'frame-header': { type: 'string' },
+  'request-header': { type: 'string' },
+  'subscribe-request': { type: 'string' },
+  'max-frame-bytes': { type: 'string' },
+  timezone: { type: 'string' },
+  'max-attribute-length': { type: 'string' },
+  'log-level': { type: 'string' },
+  config: { type: 'string' },
+  'demo-testcases': { type: 'string' },
+  'demo-event-delay-ms': { type: 'string' },
+  'demo-once': { type: 'boolean' },
+  'demo-seed': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const;
+
+type FlagName = Exclude<keyof typeof FLAG_SPEC, 'config' | 'help' | 'version'>;
+
+/** Settings a YAML file may hold: the flag names, with their values as YAML scalars or lists. */
+const fileSchema = z
+  .object({
+    'reporter-socket': z.union([z.string(), z.array(z.string())]),
+    listen: z.union([z.string(), z.number()]),
+    'frame-header': z.string(),
+    'request-header': z.string(),
+    'subscribe-request': z.union([z.string(), z.record(z.string(), z.unknown()), z.null()]),
+    'max-frame-bytes': z.union([z.string(), z.number()]),
+    timezone: z.string(),
+    'max-attribute-length': z.union([z.string(), z.number()]),
+    'log-level': z.string(),
+    'demo-testcases': z.union([z.string(), z.number()]),
+    'demo-event-delay-ms': z.union([z.string(), z.number()]),
+    'demo-once': z.boolean(),
+    'demo-seed': z.union([z.string(), z.number()]),
+  })
+  .partial()
+  .strict();
+
+export const DEFAULT_LISTEN = '0.0.0.0:9464';
+
+export const HELP = `Usage: pyats-exporter [demo] [options]
+
+Subscribes to the live event stream of pyATS jobs and exports every section as an OpenTelemetry
+span (OTLP) and as Prometheus metrics on /metrics.
+
+Commands:
+  (none)                        run the exporter
+  demo                          run the exporter fed by a built-in simulated pyATS job
+
+Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN, or a key in --config):
+  --reporter-socket PATH        a job's runinfo/reporter.sock; repeatable; waits for it and reconnects
+  --listen HOST:PORT            HTTP server for /metrics, /healthz, /readyz (default ${DEFAULT_LISTEN})
+  --frame-header FMT            size prefix of reporter frames: auto | 4be | 4le | 8be | 8le (default auto)
+  --request-header FMT          size prefix of the subscribe request we send (default 8be)
+  --subscribe-request JSON      request sent after connecting, pickled (default {"action":"subscribe"});
+                                'none' sends nothing
+  --max-frame-bytes N           refuse larger frames and reset the connection (default 67108864)
+  --timezone ZONE               zone of the job machine for naive times: IANA name or +HH:MM
+                                (default this host's zone)
+  --max-attribute-length N      cut longer strings in spans and labels (default 4096)
+  --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
+  --config FILE                 YAML file with any of the options above (flag names as keys)
+  --demo-testcases N            demo: testcases per simulated job (default 6)
+  --demo-event-delay-ms N       demo: pause between events (default 150)
+  --demo-once                   demo: run one job, then exit (default: loop forever)
+  --demo-seed N                 demo: seed of the simulated job (default 1)
+  -h, --help                    show this help
+  -V, --version                 show the version
+
+Traces follow the standard OpenTelemetry variables: OTEL_TRACES_EXPORTER (otlp | console | none),
+OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
+(http/protobuf | http/json | grpc), OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*.
+`;
+
+export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParseOutcome {
+  let parsed: ReturnType<
+    typeof parseArgs<{ options: typeof FLAG_SPEC; allowPositionals: true; strict: true }>
+  >;
+  try {
+    parsed = parseArgs({ args: [...argv], options: FLAG_SPEC, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new ConfigError('bad_flag', (error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { kind: 'help' };
+  if (values.version) return { kind: 'version' };
+  if (positionals.length > 1)
+    throw new ConfigError('bad_command', `unexpected arguments: ${positionals.join(' ')}`);
+  const command = positionals[0] ?? 'run';
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    throw new ConfigError('bad_command', `unknown command "${command}" (expected: ${COMMANDS.join(', ')})`);
+  }
+
+  const configPath = values.config ?? env['PYATS_EXPORTER_CONFIG'];
+  const file = configPath === undefined ? {} : readConfigFile(configPath);
+
+  /** The raw setting with its origin, for error messages: flag, then env, then file. */
+  const setting = (name: FlagName): { value: unknown; origin: string } | undefined => {
+    const flag = values[name];
+    if (flag !== undefined) return { value: flag, origin: `--${name}` };
+    const envName = `PYATS_EXPORTER_${name.toUpperCase().replace(/-/g, '_')}`;
+    const fromEnv = env[envName];
+    if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, origin: envName };
+    if (file[name] !== undefined) return { value: file[name], origin: `${configPath}: ${name}` };
+    return undefined;
+  };
+  const text = (name: FlagName, fallback: string): [string, string] => {
+    const s = setting(name);
+    if (s === undefined) return [fallback, 'default'];
+    if (typeof s.value === 'object' && s.value !== null) {
+      throw new ConfigError('bad_value', `${s.origin}: expected a single value`);
+    }
+    return [String(s.value), s.origin];
+  };
+  const integer = (name: FlagName, fallback: number, min: number, max: number): number => {
+    const [raw, origin] = text(name, String(fallback));
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new ConfigError('bad_value', `${origin}: "${raw}" is not an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+
+  const sockets = setting('reporter-socket');
+  const reporterSockets =
+    sockets === undefined
+      ? []
+      : Array.isArray(sockets.value)
+        ? sockets.value.map(String)
+        : String(sockets.value)
+            .split(',')
+            .map((s) => s.trim())
+            .filter((s) => s !== '');
+
+  const [listenRaw, listenOrigin] = text('listen', DEFAULT_LISTEN);
+  const [frameHeaderRaw, frameHeaderOrigin] = text('frame-header', 'auto');
+  const [requestHeaderRaw, requestHeaderOrigin] = text('request-header', '8be');
+  const [timezone, timezoneOrigin] = text('timezone', localZoneName());
+  const [logLevel, logLevelOrigin] = text('log-level', 'info');
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(
+      'bad_value',
+      `${logLevelOrigin}: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`,
+    );
+  }
+  withOrigin(timezoneOrigin, () => resolveZone(timezone));
+
+  const demoOnce = setting('demo-once');
+  const config: ExporterConfig = {
+    command: command as Command,
+    reporterSockets,
+    listen: withOrigin(listenOrigin, () => parseListen(listenRaw)),
+    frameHeader:
+      frameHeaderRaw === 'auto'
+        ? 'auto'
+        : withOrigin(frameHeaderOrigin, () => parseHeaderFormat(frameHeaderRaw)),
+    requestHeader: withOrigin(requestHeaderOrigin, () => parseHeaderFormat(requestHeaderRaw)),
+    subscribeRequest: parseSubscribeRequest(setting('subscribe-request')),
+    maxFrameBytes: integer('max-frame-bytes', 64 * 1024 * 1024, 16, 2 ** 40),
+    timezone,
+    maxAttributeLength: integer('max-attribute-length', 4096, 16, 1 << 20),
+    logLevel: logLevel as LogLevel,
+    reconnect: { initialMs: 250, maxMs: 10_000 },
+    pollIntervalMs: 500,
+    shutdownTimeoutMs: 8_000,
+    tracing: withOrigin('OTEL_* environment', () => tracingOptionsFromEnv(env)),
+    demo: {
+      testcases: integer('demo-testcases', 6, 1, 100_000),
+      eventDelayMs: integer('demo-event-delay-ms', 150, 0, 60_000),
+      loop: !(
+        demoOnce !== undefined &&
+        (demoOnce.value === true || demoOnce.value === 'true' || demoOnce.value === '1')
+      ),
+      seed: integer('demo-seed', 1, 0, 2 ** 31),
+    },
+  };
+  if (config.command === 'run' && config.reporterSockets.length === 0) {
+    throw new ConfigError(
+      'no_source',
+      'nothing to watch: give --reporter-socket PATH (or run `pyats-exporter demo` to try it without a lab)',
+    );
+  }
+  return { kind: 'config', config };
+}
+
+export function parseListen(value: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new ConfigError('bad_listen', `"${value}" is not HOST:PORT (e.g. 0.0.0.0:9464, [::]:9464, :9464)`);
+  }
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+function parseSubscribeRequest(s: { value: unknown; origin: string } | undefined): PyValue | null {
+  if (s === undefined) return { action: 'subscribe' };
+  if (s.value === null || s.value === 'none' || s.value === '') return null;
+  if (typeof s.value === 'object') return toPyValue(s.value, s.origin);
+  try {
+    return toPyValue(JSON.parse(String(s.value)) as unknown, s.origin);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError('bad_value', `${s.origin}: not JSON (${(error as Error).message})`);
+  }
+}
+
+/** JSON → the pickle writer's value model (objects become dicts without a prototype). */
+function toPyValue(value: unknown, origin: string): PyValue {
+  if (
+    value === null ||
+    typeof value === 'string' ||
+    typeof value === 'boolean' ||
+    typeof value === 'number'
+  ) {
+    return value;
+  }
+  if (Array.isArray(value)) return value.map((item) => toPyValue(item, origin));
+  if (typeof value === 'object') {
+    const dict = Object.create(null) as Record<string, PyValue>;
+    for (const [key, item] of Object.entries(value)) dict[key] = toPyValue(item, origin);
+    return dict;
+  }
+  throw new ConfigError('bad_value', `${origin}: unsupported value ${String(value)}`);
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError('bad_config_file', `cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (error) {
+    throw new ConfigError('bad_config_file', `${path}: not valid YAML: ${(error as Error).message}`);
+  }
+  if (data === null || data === undefined) return {};
+  const checked = fileSchema.safeParse(data);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    const where = issue && issue.path.length > 0 ? issue.path.join('.') : 'top level';
+    throw new ConfigError('bad_config_file', `${path}: ${where}: ${issue?.message ?? 'invalid'}`);
+  }
+  return checked.data;
+}
+
+function withOrigin<T>(origin: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(error.code, `${origin}: ${error.message}`);
+    const code = (error as { code?: unknown }).code;
+    throw new ConfigError(
+      typeof code === 'string' ? code : 'bad_value',
+      `${origin}: ${(error as Error).message}`,
+    );
+  }
+}

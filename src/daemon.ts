@@ -1,0 +1,121 @@
+// Wires one running exporter from a validated config: sources → pipeline → tracker → sinks, and the
+// HTTP server. Owns the lifecycle: start() and an orderly stop() (abandon open sections, flush spans).
+import { Registry } from 'prom-client';
+import { SinkFanout } from './events/fanout.js';
+import { resolveZone } from './events/timezone.js';
+import { SectionTracker } from './events/tracker.js';
+import type { ExporterConfig, ListenAddress } from './config.js';
+import { createApp, listen } from './http/server.js';
+import type { Logger } from './log.js';
+import { Pipeline } from './pipeline.js';
+import { pickle } from './reporter/pickle-writer.js';
+import { ReporterSubscriber, type ConnectionInfo } from './reporter/subscriber.js';
+import { unpickle } from './reporter/unpickle.js';
+import { ExporterHealth, registerProcessMetrics } from './telemetry/health.js';
+import { MetricsSink } from './telemetry/metrics.js';
+import { SpanSink } from './telemetry/spans.js';
+import { baseResource, createSpanPipeline } from './telemetry/tracing.js';
+import { VERSION } from './version.js';
+
+export interface RunningDaemon {
+  /** Where the HTTP server listens (port resolved when 0 was asked for). */
+  address: ListenAddress;
+  registry: Registry;
+  /** Stop sources, end open sections as abandoned, flush spans, close the HTTP server. */
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: ExporterConfig, logger: Logger): Promise<RunningDaemon> {
+  const registry = new Registry();
+  registerProcessMetrics(registry);
+  const health = new ExporterHealth({ registry, version: VERSION });
+  const metrics = new MetricsSink({ registry });
+
+  const spanPipeline = createSpanPipeline(
+    config.tracing,
+    {
+      spansExported: (n) => health.spansExported(n),
+      spansDropped: (n, reason) => health.spansDropped(n, reason),
+    },
+    logger,
+  );
+  const sinks = [metrics];
+  const spans = spanPipeline
+    ? new SpanSink({
+        processor: spanPipeline.processor,
+        resource: baseResource(config.tracing, VERSION),
+        maxAttributeLength: config.maxAttributeLength,
+        scopeVersion: VERSION,
+      })
+    : undefined;
+  const fanout = new SinkFanout(spans ? [metrics, spans] : sinks, logger);
+  const tracker = new SectionTracker({ sink: fanout, logger });
+  const pipeline = new Pipeline({
+    normalize: { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength },
+    tracker,
+    health,
+    logger,
+  });
+
+  const subscribeRequest =
+    config.subscribeRequest === null ? null : pickle(config.subscribeRequest, { protocol: 2 });
+  const streamOf = (conn: ConnectionInfo): string => `reporter:${conn.id}`;
+  const subscribers = config.reporterSockets.map((path) => {
+    health.setReporterWatched(path);
+    return new ReporterSubscriber({
+      path,
+      header: config.frameHeader,
+      requestHeader: config.requestHeader,
+      subscribeRequest,
+      maxFrameBytes: config.maxFrameBytes,
+      pollIntervalMs: config.pollIntervalMs,
+      backoff: config.reconnect,
+      decode: (frame) => unpickle(frame),
+      logger: logger.child({ socket: path }),
+      handlers: {
+        connected: (conn) => {
+          health.connectionOpened(conn.path);
+          logger.info({ socket: conn.path, connection: conn.id }, 'subscribed to reporter');
+        },
+        event: (conn, value) => pipeline.ingest(streamOf(conn), 'reporter_socket', value),
+        frameRejected: (conn, code, detail) =>
+          pipeline.reject(streamOf(conn), 'reporter_socket', code, detail),
+        disconnected: (conn, reason) => {
+          health.connectionClosed(conn.path, reason);
+          pipeline.endStream(streamOf(conn));
+          logger.info({ socket: conn.path, connection: conn.id, reason }, 'reporter connection closed');
+        },
+      },
+    });
+  });
+
+  const app = createApp({
+    registry,
+    logger,
+    ready: () => ({ ready: true }),
+  });
+  const server = await listen(app, config.listen);
+  logger.info(
+    { url: `http://${formatHost(server.address.host)}:${server.address.port}` },
+    'http server listening',
+  );
+  for (const subscriber of subscribers) subscriber.start();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await Promise.allSettled(subscribers.map((s) => s.stop()));
+      tracker.endAll();
+      await fanout.forceFlush();
+      await fanout.shutdown();
+      if (spanPipeline) await spanPipeline.shutdown();
+      await server.close();
+    })();
+    return stopping;
+  };
+  return { address: server.address, registry, stop };
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}

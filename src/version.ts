@@ -1,0 +1,6 @@
+// The package version, read from package.json (one directory above both src/ and dist/).
+import { createRequire } from 'node:module';
+
+const pkg = createRequire(import.meta.url)('../package.json') as { version: string };
+
+export const VERSION: string = pkg.version;
