@@ -41,7 +41,8 @@ async function main(): Promise<number> {
     const path = join(dir, 'reporter.sock');
     const reporter = await startDemoReporter({
       path,
-      events: simulatedJob({ seed: config.demo.seed, testcases: config.demo.testcases }),
+      // Each looped run gets its own seed, so results vary from run to run like a real lab's.
+      events: (run) => simulatedJob({ seed: config.demo.seed + run, testcases: config.demo.testcases }),
       header: { width: 8, endian: 'big' },
       protocol: 4,
       eventDelayMs: config.demo.eventDelayMs,
