@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { resolveZone, localZoneName } from './events/timezone.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
+import { loadWebConfig, type WebConfig } from './http/web-config.js';
 import { parseHeaderFormat, type HeaderFormat } from './reporter/framing.js';
 import type { PyValue } from './reporter/pyvalues.js';
 import { tracingOptionsFromEnv, type TracingOptions } from './telemetry/tracing.js';
@@ -26,6 +27,8 @@ export interface ExporterConfig {
   reporterSockets: string[];
   /** `--listen`, default 0.0.0.0:9464. */
   listen: ListenAddress;
+  /** `--web.config.file`: TLS and authentication for the HTTP server (exporter-toolkit format). */
+  web?: WebConfig;
   /** `--frame-header`: size-prefix format of incoming frames, default auto-detected per connection. */
   frameHeader: HeaderFormat | 'auto';
   /** `--request-header`: size-prefix format of the subscribe request we send, default 8be. */
@@ -56,6 +59,7 @@ export type ParseOutcome =
 const FLAG_SPEC = {
   'reporter-socket': { type: 'string', multiple: true },
   listen: { type: 'string' },
+  'web.config.file': { type: 'string' },
   'frame-header': { type: 'string' },
   'request-header': { type: 'string' },
   'subscribe-request': { type: 'string' },
@@ -79,6 +83,7 @@ const fileSchema = z
   .object({
     'reporter-socket': z.union([z.string(), z.array(z.string())]),
     listen: z.union([z.string(), z.number()]),
+    'web.config.file': z.string(),
     'frame-header': z.string(),
     'request-header': z.string(),
     'subscribe-request': z.union([z.string(), z.record(z.string(), z.unknown()), z.null()]),
@@ -108,6 +113,8 @@ Commands:
 Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN, or a key in --config):
   --reporter-socket PATH        a job's runinfo/reporter.sock; repeatable; waits for it and reconnects
   --listen HOST:PORT            HTTP server for /metrics, /healthz, /readyz (default ${DEFAULT_LISTEN})
+  --web.config.file FILE        TLS and basic auth / bearer token for the HTTP server (Prometheus
+                                exporters' web config format)
   --frame-header FMT            size prefix of reporter frames: auto | 4be | 4le | 8be | 8le (default auto)
   --request-header FMT          size prefix of the subscribe request we send (default 8be)
   --subscribe-request JSON      request sent after connecting, pickled (default {"action":"subscribe"});
@@ -157,7 +164,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   const setting = (name: FlagName): { value: unknown; origin: string } | undefined => {
     const flag = values[name];
     if (flag !== undefined) return { value: flag, origin: `--${name}` };
-    const envName = `PYATS_EXPORTER_${name.toUpperCase().replace(/-/g, '_')}`;
+    const envName = `PYATS_EXPORTER_${name.toUpperCase().replace(/[-.]/g, '_')}`;
     const fromEnv = env[envName];
     if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, origin: envName };
     if (file[name] !== undefined) return { value: file[name], origin: `${configPath}: ${name}` };
@@ -204,11 +211,15 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   }
   withOrigin(timezoneOrigin, () => resolveZone(timezone));
 
+  const webConfig = setting('web.config.file');
   const demoOnce = setting('demo-once');
   const config: ExporterConfig = {
     command: command as Command,
     reporterSockets,
     listen: withOrigin(listenOrigin, () => parseListen(listenRaw)),
+    ...(webConfig === undefined
+      ? {}
+      : { web: withOrigin(webConfig.origin, () => loadWebConfig(String(webConfig.value))) }),
     frameHeader:
       frameHeaderRaw === 'auto'
         ? 'auto'

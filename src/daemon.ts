@@ -89,14 +89,20 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     });
   });
 
+  const web = config.web;
   const app = createApp({
     registry,
     logger,
     ready: () => ({ ready: true }),
+    ...(web?.auth ? { auth: web.auth } : {}),
+    ...(web ? { responseHeaders: web.responseHeaders } : {}),
   });
-  const server = await listen(app, config.listen);
+  const server = await listen(app, { ...config.listen, logger, ...(web?.tls ? { tls: web.tls } : {}) });
+  if (web?.auth && !web.tls) {
+    logger.warn('authentication is configured without TLS: credentials travel in clear text');
+  }
   logger.info(
-    { url: `http://${formatHost(server.address.host)}:${server.address.port}` },
+    { url: `${server.protocol}://${formatHost(server.address.host)}:${server.address.port}` },
     'http server listening',
   );
   for (const subscriber of subscribers) subscriber.start();

@@ -1,10 +1,13 @@
 // The HTTP face of the daemon: /metrics (Prometheus text or OpenMetrics, by Accept), /healthz, /readyz.
 // `createApp` is pure; `listen` binds it and returns the bound address and a close() that cannot hang.
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { Registry, type Metric, type RegistryContentType } from 'prom-client';
 import type { Logger } from '../log.js';
+import { Authenticator, requireAuth, type AuthOptions } from './auth.js';
+import { clientCertificateProblem, httpsServerOptions, type TlsSettings } from './web-config.js';
 
 export interface Readiness {
   ready: boolean;
@@ -17,6 +20,10 @@ export interface AppOptions {
   /** Asked on every /readyz request. */
   ready: () => Readiness;
   logger: Logger;
+  /** Require credentials on every path but `auth.openPaths`. Default: none required. */
+  auth?: AuthOptions;
+  /** Extra headers on every response (web config `http_server_config.headers`). Default: none. */
+  responseHeaders?: Readonly<Record<string, string>>;
 }
 
 export type ExpositionFormat = 'prometheus' | 'openmetrics';
@@ -84,11 +91,30 @@ export async function renderMetrics(registry: Registry, format: ExpositionFormat
     const type = String(family.type);
     const name =
       format === 'openmetrics' && type === 'counter' ? family.name.replace(/_total$/, '') : family.name;
-    const view = { name, help: family.help, type, get: () => Promise.resolve({ ...family, name }) };
+    const values = (family.values as SnapshotValue[]).map(withExemplarCopy);
+    const view = { name, help: family.help, type, get: () => Promise.resolve({ ...family, name, values }) };
     // Registry only reads name/type and calls get() on what it formats; a view is enough.
     scratch.registerMetric(view as unknown as Metric);
   }
   return scratch.metrics();
+}
+
+/** A snapshot sample as prom-client builds it at run time; its typings leave out a bucket's `exemplar`. */
+interface SnapshotValue {
+  value: number;
+  labels: Record<string, string | number | undefined>;
+  exemplar?: { labelSet: Record<string, string | number>; value: number; timestamp?: number } | null;
+}
+
+/**
+ * The snapshot holds the histogram's live exemplar objects, which later observations rewrite in place while
+ * this scrape is still formatting; a copy keeps each exemplar as it was at the snapshot. Only OpenMetrics
+ * prints them (`# {trace_id="…",span_id="…"} value timestamp`); Prometheus text has no syntax for them.
+ */
+function withExemplarCopy(sample: SnapshotValue): SnapshotValue {
+  const exemplar = sample.exemplar;
+  if (exemplar === undefined || exemplar === null) return sample;
+  return { ...sample, exemplar: { ...exemplar, labelSet: { ...exemplar.labelSet } } };
 }
 
 const INDEX_HTML = `<!doctype html>
@@ -112,6 +138,15 @@ export function createApp(opts: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  const extraHeaders = Object.entries(opts.responseHeaders ?? {});
+  if (extraHeaders.length > 0) {
+    app.use((_req, res, next) => {
+      for (const [name, value] of extraHeaders) res.setHeader(name, value);
+      next();
+    });
+  }
+  // Before every route, so a future route is protected unless its path is explicitly open.
+  if (opts.auth) app.use(requireAuth(new Authenticator(opts.auth), logger));
 
   // Express answers HEAD with the GET handler, minus the body.
   app
@@ -209,10 +244,25 @@ export interface ListenOptions {
   closeGraceMs?: number;
   /** Receives server errors after start-up (e.g. EMFILE on accept), which would otherwise crash the process. */
   logger?: Logger;
+  /** Serve HTTPS with these certificates (from the web config). Default: plain HTTP. */
+  tls?: TlsSettings;
+  timeouts?: HttpTimeouts;
+}
+
+export interface HttpTimeouts {
+  /** To receive a request's headers; a client that never finishes them (slow loris) is cut. Default 10000. */
+  headersMs?: number;
+  /** To receive a whole request. Default 30000. */
+  requestMs?: number;
+  /** An idle keep-alive connection stays open this long; outlives a 1-minute scrape interval. Default 65000. */
+  keepAliveMs?: number;
+  /** Socket inactivity while serving, e.g. a client that stopped reading its response. Default 120000. */
+  idleSocketMs?: number;
 }
 
 export interface ListeningServer {
   address: { host: string; port: number };
+  protocol: 'http' | 'https';
   /** Stops accepting, closes idle keep-alive connections now and busy ones after the grace period. */
   close(): Promise<void>;
 }
@@ -221,7 +271,32 @@ export interface ListeningServer {
 export function listen(app: express.Express, opts: ListenOptions): Promise<ListeningServer> {
   const graceMs = opts.closeGraceMs ?? 1000;
   return new Promise((resolve, reject) => {
-    const server = http.createServer(app);
+    const headersMs = opts.timeouts?.headersMs ?? 10_000;
+    const serverOptions: http.ServerOptions = {
+      headersTimeout: headersMs,
+      requestTimeout: opts.timeouts?.requestMs ?? 30_000,
+      keepAliveTimeout: opts.timeouts?.keepAliveMs ?? 65_000,
+      // Node checks the two timeouts above only this often (30 s by default), which would let a slow-loris
+      // connection live up to 30 s past headersTimeout.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersMs / 4))),
+    };
+    const { tls } = opts;
+    const server = tls
+      ? https.createServer({ ...serverOptions, ...httpsServerOptions(tls) }, app)
+      : http.createServer(serverOptions, app);
+    server.setTimeout(opts.timeouts?.idleSocketMs ?? 120_000);
+    if (tls) {
+      server.on('secureConnection', (socket) => {
+        const problem = clientCertificateProblem(tls, socket);
+        if (problem === undefined) return;
+        opts.logger?.warn({ remote: socket.remoteAddress, problem }, 'TLS client rejected');
+        socket.destroy();
+      });
+      server.on('tlsClientError', (err, socket) => {
+        opts.logger?.debug({ err, remote: socket.remoteAddress }, 'TLS handshake failed');
+        socket.destroy();
+      });
+    }
     const onStartError = (err: Error): void => reject(err);
     server.once('error', onStartError);
     server.once('listening', () => {
@@ -231,6 +306,7 @@ export function listen(app: express.Express, opts: ListenOptions): Promise<Liste
       let closing: Promise<void> | undefined;
       resolve({
         address: { host: bound.address, port: bound.port },
+        protocol: tls ? 'https' : 'http',
         close: () => {
           closing ??= new Promise<void>((done, fail) => {
             const cutoff = setTimeout(() => server.closeAllConnections(), graceMs);
