@@ -11,6 +11,8 @@ import { LOG_LEVELS, type LogLevel } from './log.js';
 import { loadWebConfig, type WebConfig } from './http/web-config.js';
 import { parseHeaderFormat, type HeaderFormat } from './reporter/framing.js';
 import type { PyValue } from './reporter/pyvalues.js';
+import { hostname } from 'node:os';
+import { GUARDED_LABELS, type GuardedLabel, type LabelLimits } from './telemetry/cardinality.js';
 import { tracingOptionsFromEnv, type TracingOptions } from './telemetry/tracing.js';
 
 export const COMMANDS = ['run', 'demo'] as const;
@@ -49,6 +51,10 @@ export interface ExporterConfig {
   pollIntervalMs: number;
   /** Longest a SIGTERM shutdown may take before the process exits anyway. */
   shutdownTimeoutMs: number;
+  /** `--max-label-values`, `--max-label-values-for`, `--label-value-ttl-seconds`: the cardinality guard. */
+  labelLimits: LabelLimits;
+  /** `--pushgateway URL` and `--pushgateway-instance NAME`: push each job's series when it ends. */
+  pushgateway?: { url: string; instance: string };
   tracing: TracingOptions;
   demo: { testcases: number; eventDelayMs: number; loop: boolean; seed: number };
 }
@@ -67,6 +73,11 @@ const FLAG_SPEC = {
   timezone: { type: 'string' },
   'max-attribute-length': { type: 'string' },
   'log-level': { type: 'string' },
+  'max-label-values': { type: 'string' },
+  'max-label-values-for': { type: 'string', multiple: true },
+  'label-value-ttl-seconds': { type: 'string' },
+  pushgateway: { type: 'string' },
+  'pushgateway-instance': { type: 'string' },
   config: { type: 'string' },
   'demo-testcases': { type: 'string' },
   'demo-event-delay-ms': { type: 'string' },
@@ -91,6 +102,11 @@ const fileSchema = z
     timezone: z.string(),
     'max-attribute-length': z.union([z.string(), z.number()]),
     'log-level': z.string(),
+    'max-label-values': z.union([z.string(), z.number()]),
+    'max-label-values-for': z.union([z.string(), z.array(z.string())]),
+    'label-value-ttl-seconds': z.union([z.string(), z.number()]),
+    pushgateway: z.string(),
+    'pushgateway-instance': z.string(),
     'demo-testcases': z.union([z.string(), z.number()]),
     'demo-event-delay-ms': z.union([z.string(), z.number()]),
     'demo-once': z.boolean(),
@@ -124,6 +140,12 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
                                 (default this host's zone)
   --max-attribute-length N      cut longer strings in spans and labels (default 4096)
   --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
+  --max-label-values N          distinct job/task/testcase/type values per metric; later ones are
+                                reported as __other__ (default 1000)
+  --max-label-values-for L=N    per-label cap, e.g. testcase=5000; repeatable
+  --label-value-ttl-seconds N   release label values unused this long, with their series (default 0: never)
+  --pushgateway URL             push each job's series to this Pushgateway when the job ends
+  --pushgateway-instance NAME   the 'instance' grouping label of pushes (default this host's name)
   --config FILE                 YAML file with any of the options above (flag names as keys)
   --demo-testcases N            demo: testcases per simulated job (default 6)
   --demo-event-delay-ms N       demo: pause between events (default 150)
@@ -212,6 +234,13 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   withOrigin(timezoneOrigin, () => resolveZone(timezone));
 
   const webConfig = setting('web.config.file');
+  const pushgatewayUrl = setting('pushgateway');
+  const ttlSeconds = integer('label-value-ttl-seconds', 0, 0, 10 * 365 * 86_400);
+  const labelLimits: LabelLimits = {
+    maxValues: integer('max-label-values', 1000, 1, 10_000_000),
+    perLabel: parsePerLabelLimits(setting('max-label-values-for')),
+    ...(ttlSeconds > 0 ? { idleTtlMs: ttlSeconds * 1000 } : {}),
+  };
   const demoOnce = setting('demo-once');
   const config: ExporterConfig = {
     command: command as Command,
@@ -233,6 +262,15 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     reconnect: { initialMs: 250, maxMs: 10_000 },
     pollIntervalMs: 500,
     shutdownTimeoutMs: 8_000,
+    labelLimits,
+    ...(pushgatewayUrl === undefined
+      ? {}
+      : {
+          pushgateway: {
+            url: withOrigin(pushgatewayUrl.origin, () => parseHttpUrl(String(pushgatewayUrl.value))),
+            instance: text('pushgateway-instance', hostname())[0],
+          },
+        }),
     tracing: withOrigin('OTEL_* environment', () => tracingOptionsFromEnv(env)),
     demo: {
       testcases: integer('demo-testcases', 6, 1, 100_000),
@@ -261,6 +299,50 @@ export function parseListen(value: string): ListenAddress {
   }
   const host = m[1] ?? m[2] ?? '';
   return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** `LABEL=N` entries (a list, or one comma-separated string from the environment). */
+function parsePerLabelLimits(
+  s: { value: unknown; origin: string } | undefined,
+): Partial<Record<GuardedLabel, number>> {
+  if (s === undefined) return {};
+  const entries = (Array.isArray(s.value) ? s.value.map(String) : String(s.value).split(','))
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
+  const limits: Partial<Record<GuardedLabel, number>> = {};
+  for (const entry of entries) {
+    const m = /^([a-z]+)=(\d+)$/.exec(entry);
+    const label = m?.[1] as GuardedLabel | undefined;
+    const n = Number(m?.[2]);
+    if (
+      !m ||
+      !label ||
+      !(GUARDED_LABELS as readonly string[]).includes(label) ||
+      !Number.isSafeInteger(n) ||
+      n < 1
+    ) {
+      throw new ConfigError(
+        'bad_value',
+        `${s.origin}: "${entry}" is not LABEL=N with LABEL one of ${GUARDED_LABELS.join(', ')} and N >= 1`,
+      );
+    }
+    limits[label] = n;
+  }
+  return limits;
+}
+
+function parseHttpUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError('bad_value', `"${value}" is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError('bad_value', `"${value}" is not an http(s) URL`);
+  }
+  if (url.search !== '') throw new ConfigError('bad_value', `"${value}" must not have a query string`);
+  return value;
 }
 
 function parseSubscribeRequest(s: { value: unknown; origin: string } | undefined): PyValue | null {

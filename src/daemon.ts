@@ -4,6 +4,7 @@ import { Registry } from 'prom-client';
 import { SinkFanout } from './events/fanout.js';
 import { resolveZone } from './events/timezone.js';
 import { SectionTracker } from './events/tracker.js';
+import type { SectionSink } from './events/types.js';
 import type { ExporterConfig, ListenAddress } from './config.js';
 import { createApp, listen } from './http/server.js';
 import type { Logger } from './log.js';
@@ -13,6 +14,7 @@ import { ReporterSubscriber, type ConnectionInfo } from './reporter/subscriber.j
 import { unpickle } from './reporter/unpickle.js';
 import { ExporterHealth, registerProcessMetrics } from './telemetry/health.js';
 import { MetricsSink } from './telemetry/metrics.js';
+import { PushgatewayPublisher } from './telemetry/pushgateway.js';
 import { SpanSink } from './telemetry/spans.js';
 import { baseResource, createSpanPipeline } from './telemetry/tracing.js';
 import { VERSION } from './version.js';
@@ -29,7 +31,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   const registry = new Registry();
   registerProcessMetrics(registry);
   const health = new ExporterHealth({ registry, version: VERSION });
-  const metrics = new MetricsSink({ registry });
+  const metrics = new MetricsSink({ registry, labelLimits: config.labelLimits });
 
   const spanPipeline = createSpanPipeline(
     config.tracing,
@@ -39,7 +41,18 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     },
     logger,
   );
-  const sinks = [metrics];
+  const sinks: SectionSink[] = [metrics];
+  if (config.pushgateway) {
+    sinks.push(
+      new PushgatewayPublisher({
+        url: config.pushgateway.url,
+        instance: config.pushgateway.instance,
+        registry,
+        logger: logger.child({ component: 'pushgateway' }),
+        labelLimits: config.labelLimits,
+      }),
+    );
+  }
   const spans = spanPipeline
     ? new SpanSink({
         processor: spanPipeline.processor,
@@ -48,7 +61,8 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
         scopeVersion: VERSION,
       })
     : undefined;
-  const fanout = new SinkFanout(spans ? [metrics, spans] : sinks, logger);
+  if (spans) sinks.push(spans);
+  const fanout = new SinkFanout(sinks, logger);
   const tracker = new SectionTracker({ sink: fanout, logger });
   const pipeline = new Pipeline({
     normalize: { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength },

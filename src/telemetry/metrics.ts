@@ -1,7 +1,15 @@
-// The Prometheus sink: turns finished sections and job summaries into prom-client metrics.
+// The Prometheus sink: turns finished sections and job summaries into prom-client metrics, with label
+// cardinality bounded (cardinality.ts) and trace exemplars on section durations.
 // Metric names and labels are a public contract (DESIGN §3); alerts and dashboards depend on them.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { ConfigError } from '../errors.js';
+import {
+  CardinalityGuard,
+  type GuardedChildren,
+  type LabelLimits,
+  type LabelStats,
+  type LabelValueLimiter,
+} from './cardinality.js';
 import {
   RESULT_VALUES,
   type FinishedSection,
@@ -21,6 +29,8 @@ export const JOB_DURATION_BUCKETS: readonly number[] = [
   60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 259200,
 ];
 
+const IN_PROGRESS = 'pyats_sections_in_progress';
+
 /** Section types that make up a testscript's result table (and Easypy's success rate). */
 const TESTCASE_TYPES: ReadonlySet<string> = new Set(['Testcase', 'CommonSetup', 'CommonCleanup']);
 
@@ -29,6 +39,26 @@ export interface MetricsSinkOptions {
   registry: Registry;
   /** Upper bounds of `pyats_section_duration_seconds`, strictly increasing. Default: DEFAULT_SECTION_DURATION_BUCKETS. */
   durationBuckets?: number[];
+  /** Caps on distinct `job` / `task` / `testcase` / `type` values per metric. Default: 1000 each, kept for life. */
+  labelLimits?: LabelLimits;
+  /** Attach `trace_id` / `span_id` exemplars to `pyats_section_duration_seconds` (OpenMetrics scrapes only). Default: true. */
+  exemplars?: boolean;
+  /** Create the `pyats_exporter_label_overflow_total` series at 0 up front. Default: true. */
+  precreateOverflowSeries?: boolean;
+  /** Clock for `labelLimits.idleTtlMs`, epoch ms. Default: Date.now. */
+  now?: () => number;
+}
+
+/** What `MetricsSink.cardinality()` reports. */
+export interface CardinalityReport {
+  /** Admitted values per guarded (metric, label). */
+  labels: LabelStats[];
+  /** Cached label children per metric: one per series (seven series for a `*_last_result` child). */
+  children: Record<string, number>;
+  /** `job` values with in-progress series now. */
+  inProgressJobs: number;
+  /** Job runs with sections started and the run not finished. */
+  openRuns: number;
 }
 
 interface CounterChild {
@@ -40,33 +70,10 @@ interface GaugeChild {
 interface HistogramChild {
   observe(value: number): void;
 }
-
-/** One string per label tuple; length prefixes make it injective whatever the values contain. */
-function tupleKey(a: string, b: string, c = '', d = ''): string {
-  return `${a.length}:${a}${b.length}:${b}${c.length}:${c}${d.length}:${d}`;
-}
-
-/** Label children cached by value tuple, so the per-event path neither builds label objects nor re-validates them. */
-class ChildCache<C> {
-  private readonly children = new Map<string, C>();
-  constructor(
-    private readonly labelNames: readonly string[],
-    private readonly create: (labels: Record<string, string>) => C,
-  ) {}
-
-  /** The child for these label values, in `labelNames` order. */
-  get(a: string, b = '', c = '', d = ''): C {
-    const key = tupleKey(a, b, c, d);
-    let child = this.children.get(key);
-    if (child === undefined) {
-      const values = [a, b, c, d];
-      const labels: Record<string, string> = {};
-      this.labelNames.forEach((name, i) => (labels[name] = values[i] ?? ''));
-      child = this.create(labels);
-      this.children.set(key, child);
-    }
-    return child;
-  }
+/** `trace_id` and `span_id`: the exemplar label names Prometheus and Grafana link to traces by. */
+type TraceExemplar = { trace_id: string; span_id: string };
+interface DurationChild {
+  observe(value: number, exemplar: TraceExemplar): void;
 }
 
 /** The seven `*_last_result` series of one testcase or job: exactly one of them is 1. */
@@ -77,12 +84,13 @@ function setLastResult(children: LastResultChildren, result: ResultValue): void 
 }
 
 interface InProgressJob {
-  /** Runs of this job id with sections in progress: two runs of the same job can overlap. */
+  /** Open runs shown under this `job` value: two runs of one job can overlap, and `__other__` holds many jobs. */
   runs: Set<string>;
   byType: Map<string, { child: GaugeChild; count: number }>;
 }
 
-function validateBuckets(buckets: readonly number[]): void {
+/** Refuses duration buckets prom-client would misreport (start-up only). */
+export function validateDurationBuckets(buckets: readonly number[]): void {
   const ok =
     buckets.length > 0 &&
     buckets.every((b, i) => Number.isFinite(b) && b > 0 && (i === 0 || b > (buckets[i - 1] ?? 0)));
@@ -95,25 +103,46 @@ function validateBuckets(buckets: readonly number[]): void {
 }
 
 export class MetricsSink implements SectionSink {
-  private readonly sectionResults: ChildCache<CounterChild>;
-  private readonly sectionDuration: ChildCache<HistogramChild>;
-  private readonly testcaseResults: ChildCache<CounterChild>;
-  private readonly testcaseLastResult: ChildCache<LastResultChildren>;
-  private readonly sectionsAbandoned: ChildCache<CounterChild>;
-  private readonly jobRuns: ChildCache<CounterChild>;
-  private readonly jobDuration: ChildCache<HistogramChild>;
-  private readonly jobSuccessRatio: ChildCache<GaugeChild>;
-  private readonly jobLastCompletion: ChildCache<GaugeChild>;
-  private readonly jobLastResult: ChildCache<LastResultChildren>;
+  private readonly guard: CardinalityGuard;
+  private readonly sectionResults: GuardedChildren<CounterChild>;
+  private readonly sectionDuration: GuardedChildren<DurationChild>;
+  private readonly testcaseResults: GuardedChildren<CounterChild>;
+  private readonly testcaseLastResult: GuardedChildren<LastResultChildren>;
+  private readonly sectionsAbandoned: GuardedChildren<CounterChild>;
+  private readonly jobRuns: GuardedChildren<CounterChild>;
+  private readonly jobDuration: GuardedChildren<HistogramChild>;
+  private readonly jobSuccessRatio: GuardedChildren<GaugeChild>;
+  private readonly jobLastCompletion: GuardedChildren<GaugeChild>;
+  private readonly jobLastResult: GuardedChildren<LastResultChildren>;
   private readonly inProgressGauge: Gauge;
+  private readonly inProgressJobs: LabelValueLimiter;
+  private readonly inProgressTypes: LabelValueLimiter;
+  /** Keyed by the guarded `job` value: jobs past the cap share the `__other__` entry. */
   private readonly inProgress = new Map<string, InProgressJob>();
+  /** The guarded `job` value each open run's in-progress series use, fixed at its first start. */
+  private readonly inProgressLabelOfRun = new Map<string, string>();
 
   constructor(options: MetricsSinkOptions) {
-    const registers = [options.registry];
+    const registry = options.registry;
+    const registers = [registry];
     const durationBuckets = options.durationBuckets ?? [...DEFAULT_SECTION_DURATION_BUCKETS];
-    validateBuckets(durationBuckets);
+    validateDurationBuckets(durationBuckets);
+    const guard = new CardinalityGuard({
+      registry,
+      limits: options.labelLimits,
+      precreateOverflowSeries: options.precreateOverflowSeries,
+      now: options.now,
+    });
+    this.guard = guard;
     const sectionLabels = ['job', 'task', 'type', 'result'];
     const testcaseLabels = ['job', 'task', 'testcase', 'result'];
+    // prom-client's typings leave out a metric's `name`, so it is passed alongside.
+    const cache = <C>(
+      name: string,
+      metric: { remove(labels: Record<string, string>): void },
+      labelNames: string[],
+      create: (labels: Record<string, string>) => C,
+    ): GuardedChildren<C> => guard.children(name, labelNames, create, (labels) => metric.remove(labels));
 
     const sectionResults = new Counter({
       name: 'pyats_section_results_total',
@@ -121,16 +150,35 @@ export class MetricsSink implements SectionSink {
       labelNames: sectionLabels,
       registers,
     });
-    this.sectionResults = new ChildCache(sectionLabels, (labels) => sectionResults.labels(labels));
+    this.sectionResults = cache('pyats_section_results_total', sectionResults, sectionLabels, (labels) =>
+      sectionResults.labels(labels),
+    );
 
+    const exemplars = options.exemplars ?? true;
     const sectionDuration = new Histogram({
       name: 'pyats_section_duration_seconds',
       help: 'Runtime of finished pyATS sections, as pyATS reports it.',
       labelNames: sectionLabels,
       buckets: durationBuckets,
-      registers,
+      enableExemplars: exemplars,
+      // prom-client refuses an exemplar metric on a registry whose content type is Prometheus text, but
+      // the format is chosen per scrape (renderMetrics): registered by hand, the exemplars show in
+      // OpenMetrics scrapes and are left out of Prometheus text, which has no syntax for them.
+      registers: exemplars ? [] : registers,
     });
-    this.sectionDuration = new ChildCache(sectionLabels, (labels) => sectionDuration.labels(labels));
+    if (exemplars) registry.registerMetric(sectionDuration);
+    this.sectionDuration = cache(
+      'pyats_section_duration_seconds',
+      sectionDuration,
+      sectionLabels,
+      (labels) =>
+        exemplars
+          ? {
+              observe: (value, exemplar) =>
+                sectionDuration.observe({ labels, value, exemplarLabels: exemplar }),
+            }
+          : sectionDuration.labels(labels),
+    );
 
     const testcaseResults = new Counter({
       name: 'pyats_testcase_results_total',
@@ -138,7 +186,9 @@ export class MetricsSink implements SectionSink {
       labelNames: testcaseLabels,
       registers,
     });
-    this.testcaseResults = new ChildCache(testcaseLabels, (labels) => testcaseResults.labels(labels));
+    this.testcaseResults = cache('pyats_testcase_results_total', testcaseResults, testcaseLabels, (labels) =>
+      testcaseResults.labels(labels),
+    );
 
     const testcaseLastResult = new Gauge({
       name: 'pyats_testcase_last_result',
@@ -146,16 +196,21 @@ export class MetricsSink implements SectionSink {
       labelNames: testcaseLabels,
       registers,
     });
-    this.testcaseLastResult = new ChildCache(['job', 'task', 'testcase'], (labels) =>
-      lastResultChildren(testcaseLastResult, labels),
+    this.testcaseLastResult = guard.children(
+      'pyats_testcase_last_result',
+      ['job', 'task', 'testcase'],
+      (labels) => lastResultChildren(testcaseLastResult, labels),
+      (labels) => removeLastResult(testcaseLastResult, labels),
     );
 
     this.inProgressGauge = new Gauge({
-      name: 'pyats_sections_in_progress',
+      name: IN_PROGRESS,
       help: 'pyATS sections started and not yet finished.',
       labelNames: ['job', 'type'],
       registers,
     });
+    this.inProgressJobs = guard.limiter(IN_PROGRESS, 'job');
+    this.inProgressTypes = guard.limiter(IN_PROGRESS, 'type');
 
     const sectionsAbandoned = new Counter({
       name: 'pyats_sections_abandoned_total',
@@ -163,7 +218,12 @@ export class MetricsSink implements SectionSink {
       labelNames: ['job', 'type'],
       registers,
     });
-    this.sectionsAbandoned = new ChildCache(['job', 'type'], (labels) => sectionsAbandoned.labels(labels));
+    this.sectionsAbandoned = cache(
+      'pyats_sections_abandoned_total',
+      sectionsAbandoned,
+      ['job', 'type'],
+      (labels) => sectionsAbandoned.labels(labels),
+    );
 
     const jobRuns = new Counter({
       name: 'pyats_job_runs_total',
@@ -171,7 +231,9 @@ export class MetricsSink implements SectionSink {
       labelNames: ['job', 'result'],
       registers,
     });
-    this.jobRuns = new ChildCache(['job', 'result'], (labels) => jobRuns.labels(labels));
+    this.jobRuns = cache('pyats_job_runs_total', jobRuns, ['job', 'result'], (labels) =>
+      jobRuns.labels(labels),
+    );
 
     const jobDuration = new Histogram({
       name: 'pyats_job_duration_seconds',
@@ -180,7 +242,9 @@ export class MetricsSink implements SectionSink {
       buckets: [...JOB_DURATION_BUCKETS],
       registers,
     });
-    this.jobDuration = new ChildCache(['job'], (labels) => jobDuration.labels(labels));
+    this.jobDuration = cache('pyats_job_duration_seconds', jobDuration, ['job'], (labels) =>
+      jobDuration.labels(labels),
+    );
 
     const jobSuccessRatio = new Gauge({
       name: 'pyats_job_success_ratio',
@@ -188,7 +252,9 @@ export class MetricsSink implements SectionSink {
       labelNames: ['job'],
       registers,
     });
-    this.jobSuccessRatio = new ChildCache(['job'], (labels) => jobSuccessRatio.labels(labels));
+    this.jobSuccessRatio = cache('pyats_job_success_ratio', jobSuccessRatio, ['job'], (labels) =>
+      jobSuccessRatio.labels(labels),
+    );
 
     const jobLastCompletion = new Gauge({
       name: 'pyats_job_last_completion_timestamp_seconds',
@@ -196,7 +262,12 @@ export class MetricsSink implements SectionSink {
       labelNames: ['job'],
       registers,
     });
-    this.jobLastCompletion = new ChildCache(['job'], (labels) => jobLastCompletion.labels(labels));
+    this.jobLastCompletion = cache(
+      'pyats_job_last_completion_timestamp_seconds',
+      jobLastCompletion,
+      ['job'],
+      (labels) => jobLastCompletion.labels(labels),
+    );
 
     const jobLastResult = new Gauge({
       name: 'pyats_job_last_result',
@@ -204,21 +275,32 @@ export class MetricsSink implements SectionSink {
       labelNames: ['job', 'result'],
       registers,
     });
-    this.jobLastResult = new ChildCache(['job'], (labels) => lastResultChildren(jobLastResult, labels));
+    this.jobLastResult = guard.children(
+      'pyats_job_last_result',
+      ['job'],
+      (labels) => lastResultChildren(jobLastResult, labels),
+      (labels) => removeLastResult(jobLastResult, labels),
+    );
   }
 
   sectionStarted(section: StartedSection): void {
-    const jobId = section.job.jobId;
-    let job = this.inProgress.get(jobId);
+    const runId = section.job.runId;
+    let jobLabel = this.inProgressLabelOfRun.get(runId);
+    if (jobLabel === undefined) {
+      jobLabel = this.inProgressJobs.admit(section.job.jobId, 0);
+      this.inProgressLabelOfRun.set(runId, jobLabel);
+    }
+    let job = this.inProgress.get(jobLabel);
     if (job === undefined) {
       job = { runs: new Set(), byType: new Map() };
-      this.inProgress.set(jobId, job);
+      this.inProgress.set(jobLabel, job);
     }
-    job.runs.add(section.job.runId);
-    let entry = job.byType.get(section.type);
+    job.runs.add(runId);
+    const type = this.inProgressTypes.admit(section.type, 0);
+    let entry = job.byType.get(type);
     if (entry === undefined) {
-      entry = { child: this.inProgressGauge.labels(jobId, section.type), count: 0 };
-      job.byType.set(section.type, entry);
+      entry = { child: this.inProgressGauge.labels(jobLabel, type), count: 0 };
+      job.byType.set(type, entry);
     }
     entry.count += 1;
     entry.child.set(entry.count);
@@ -232,7 +314,9 @@ export class MetricsSink implements SectionSink {
     this.sectionResults.get(jobId, task, type, result).inc();
     // A runtime the tracker could not make sense of is skipped rather than thrown on: sinks must not throw.
     if (Number.isFinite(section.runtime) && section.runtime >= 0) {
-      this.sectionDuration.get(jobId, task, type, result).observe(section.runtime);
+      this.sectionDuration
+        .get(jobId, task, type, result)
+        .observe(section.runtime, { trace_id: section.job.traceId, span_id: section.spanId });
     }
 
     if (TESTCASE_TYPES.has(type)) {
@@ -244,13 +328,17 @@ export class MetricsSink implements SectionSink {
     if (section.incomplete) this.sectionsAbandoned.get(jobId, type).inc();
 
     if (section.started) {
-      const entry = this.inProgress.get(jobId)?.byType.get(type);
+      const jobLabel = this.inProgressLabelOfRun.get(section.job.runId);
+      const inProgressType = this.inProgressTypes.lookup(type);
+      const entry =
+        jobLabel === undefined ? undefined : this.inProgress.get(jobLabel)?.byType.get(inProgressType);
       // Never below zero: a stray finish after the job's series were removed must not create a -1 series.
       if (entry !== undefined && entry.count > 0) {
         entry.count -= 1;
         entry.child.set(entry.count);
       }
     }
+    this.guard.sweep();
   }
 
   jobFinished(summary: JobSummary): void {
@@ -276,17 +364,35 @@ export class MetricsSink implements SectionSink {
     }
 
     this.releaseInProgress(summary);
+    this.guard.sweep();
   }
 
-  /** Drop the job's in-progress series once no run of it is still open, so finished jobs leave no zeros. */
+  /**
+   * Drop the job's in-progress series once no run of it is still open, so finished jobs leave no zeros,
+   * and free its `job` slot: the in-progress cap counts jobs running now, not every job ever seen.
+   */
   private releaseInProgress(summary: JobSummary): void {
-    const jobId = summary.job.jobId;
-    const job = this.inProgress.get(jobId);
+    const runId = summary.job.runId;
+    const jobLabel = this.inProgressLabelOfRun.get(runId);
+    if (jobLabel === undefined) return;
+    this.inProgressLabelOfRun.delete(runId);
+    const job = this.inProgress.get(jobLabel);
     if (job === undefined) return;
-    job.runs.delete(summary.job.runId);
+    job.runs.delete(runId);
     if (job.runs.size > 0) return;
-    for (const type of job.byType.keys()) this.inProgressGauge.remove(jobId, type);
-    this.inProgress.delete(jobId);
+    for (const type of job.byType.keys()) this.inProgressGauge.remove(jobLabel, type);
+    this.inProgress.delete(jobLabel);
+    this.inProgressJobs.release(jobLabel);
+  }
+
+  /** How many label values and label children the sink holds now (bounded by `labelLimits`). */
+  cardinality(): CardinalityReport {
+    return {
+      labels: this.guard.stats(),
+      children: this.guard.childCounts(),
+      inProgressJobs: this.inProgress.size,
+      openRuns: this.inProgressLabelOfRun.size,
+    };
   }
 
   forceFlush(): Promise<void> {
@@ -302,4 +408,8 @@ function lastResultChildren(gauge: Gauge, labels: Record<string, string>): LastR
   const children = {} as LastResultChildren;
   for (const result of RESULT_VALUES) children[result] = gauge.labels({ ...labels, result });
   return children;
+}
+
+function removeLastResult(gauge: Gauge, labels: Record<string, string>): void {
+  for (const result of RESULT_VALUES) gauge.remove({ ...labels, result });
 }

@@ -1,9 +1,16 @@
 // MetricsSink and ExporterHealth fed hand-built pipeline records; the exposition is checked against a golden
-// file and by promtool. Regenerate the golden file: UPDATE_GOLDEN=1 npx vitest run test/telemetry/metrics.test.ts
-import { readFile, writeFile } from 'node:fs/promises';
+// file and by promtool; trace exemplars are checked in both formats, over HTTP, and as stored by a real
+// Prometheus. Regenerate the golden file: UPDATE_GOLDEN=1 npx vitest run test/telemetry/metrics.test.ts
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Registry } from 'prom-client';
-import { describe, expect, it } from 'vitest';
+import { Gauge, Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import {
   REJECT_REASONS,
@@ -15,6 +22,8 @@ import {
   type StartedSection,
 } from '../../src/events/types.js';
 import { ExporterHealth, registerProcessMetrics, SPAN_DROP_REASONS } from '../../src/telemetry/health.js';
+import { createApp, listen, renderMetrics, type ListeningServer } from '../../src/http/server.js';
+import { silentLogger } from '../../src/log.js';
 import { MetricsSink } from '../../src/telemetry/metrics.js';
 import { itPromtool, PROMTOOL_SKIP_NOTE, promtoolCheck } from '../helpers/promtool.js';
 
@@ -511,3 +520,371 @@ describe('ExporterHealth', () => {
     expect(registry.getSingleMetric('process_cpu_seconds_total')).toBeDefined();
   });
 });
+
+const PROMETHEUS = '/usr/bin/prometheus';
+/** Debian's python3-prometheus-client: its OpenMetrics parser is strict, unlike promtool's text parser. */
+const SYSTEM_PYTHON = '/usr/bin/python3';
+const HAVE_OM_PARSER = existsSync('/usr/lib/python3/dist-packages/prometheus_client/openmetrics/parser.py');
+const itOmParser = HAVE_OM_PARSER || process.env['CI'] ? it : it.skip;
+const itPrometheus = existsSync(PROMETHEUS) || process.env['CI'] ? it : it.skip;
+const PROMETHEUS_242_ACCEPT =
+  'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,' +
+  'text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
+
+interface ParsedExemplar {
+  sample: string;
+  labels: Record<string, string>;
+  exemplar: Record<string, string>;
+  value: number;
+}
+
+/** Parses an OpenMetrics exposition with python's strict parser; throws with its message if it refuses. */
+function parseOpenMetrics(exposition: string): Promise<ParsedExemplar[]> {
+  const script = [
+    'import json, sys',
+    'from prometheus_client.openmetrics.parser import text_string_to_metric_families',
+    'out = []',
+    'for family in text_string_to_metric_families(sys.stdin.read()):',
+    '    for s in family.samples:',
+    '        if s.exemplar is not None:',
+    '            out.append({"sample": s.name, "labels": s.labels, "exemplar": s.exemplar.labels, "value": s.exemplar.value})',
+    'print(json.dumps(out))',
+  ].join('\n');
+  return new Promise((resolve, reject) => {
+    const child = spawn(SYSTEM_PYTHON, ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve(JSON.parse(stdout) as ParsedExemplar[]) : reject(new Error(stderr)),
+    );
+    child.stdin.end(exposition);
+  });
+}
+
+/** The OpenMetrics exemplar suffix prom-client writes: ` # {labels} value timestamp`. */
+const EXEMPLAR_LINE =
+  /^(pyats_section_duration_seconds_bucket\{[^}]*\}) \d+ # \{trace_id="([0-9a-f]{32})",span_id="([0-9a-f]{16})"\} ([0-9.e+-]+) (\d+(?:\.\d+)?)$/;
+
+function exemplarLines(exposition: string): RegExpMatchArray[] {
+  return exposition
+    .split('\n')
+    .map((line) => EXEMPLAR_LINE.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null);
+}
+
+describe('trace exemplars on pyats_section_duration_seconds', () => {
+  function exemplarSetup(): { registry: Registry; sink: MetricsSink } {
+    const registry = new Registry();
+    const sink = new MetricsSink({ registry });
+    sink.sectionFinished(finished({ seqNum: 6, type: 'TestSection', id: 'test', runtime: 0.2 }));
+    sink.sectionFinished(finished({ seqNum: 7, type: 'TestSection', id: 'slow', runtime: 20_000 }));
+    sink.sectionFinished(finished({ job: WEEKLY, seqNum: 3, type: 'Testcase', id: 'tc', runtime: 3 }));
+    return { registry, sink };
+  }
+
+  it('puts trace_id and span_id on the bucket the runtime fell in, in OpenMetrics only', async () => {
+    const before = Date.now() / 1000;
+    const { registry } = exemplarSetup();
+    const om = await renderMetrics(registry, 'openmetrics');
+    const lines = exemplarLines(om).map(([, series, traceId, spanId, value]) => ({
+      series,
+      traceId,
+      spanId,
+      value,
+    }));
+    expect(lines).toEqual([
+      {
+        series:
+          'pyats_section_duration_seconds_bucket{le="0.25",job="nightly",task="task-1",type="TestSection",result="passed"}',
+        traceId: NIGHTLY.traceId,
+        spanId: '0000000000000006',
+        value: '0.2',
+      },
+      {
+        series:
+          'pyats_section_duration_seconds_bucket{le="+Inf",job="nightly",task="task-1",type="TestSection",result="passed"}',
+        traceId: NIGHTLY.traceId,
+        spanId: '0000000000000007',
+        value: '20000',
+      },
+      {
+        series:
+          'pyats_section_duration_seconds_bucket{le="5",job="weekly",task="task-1",type="Testcase",result="passed"}',
+        traceId: WEEKLY.traceId,
+        spanId: '0000000000000003',
+        value: '3',
+      },
+    ]);
+    // The exemplar timestamp is the observation time, in seconds.
+    const stamp = Number(exemplarLines(om)[0]?.[5]);
+    expect(stamp).toBeGreaterThanOrEqual(Math.floor(before));
+    expect(stamp).toBeLessThanOrEqual(Date.now() / 1000 + 1);
+    // Only bucket lines carry them.
+    expect(om.split('\n').filter((l) => l.includes(' # {'))).toHaveLength(3);
+
+    const text = await renderMetrics(registry, 'prometheus');
+    expect(text).not.toContain('trace_id');
+    expect(text).not.toContain(' # ');
+    expect(text).toBe(await registry.metrics());
+  });
+
+  it('keeps only the latest exemplar of each bucket, and none when exemplars are off', async () => {
+    const { registry, sink } = exemplarSetup();
+    sink.sectionFinished(finished({ seqNum: 9, type: 'TestSection', id: 'again', runtime: 0.21 }));
+    const lines = exemplarLines(await renderMetrics(registry, 'openmetrics'));
+    const bucket = lines.filter((m) => m[1]?.includes('le="0.25"'));
+    expect(bucket.map((m) => [m[3], m[4]])).toEqual([['0000000000000009', '0.21']]);
+
+    const plain = new Registry();
+    new MetricsSink({ registry: plain, exemplars: false }).sectionFinished(
+      finished({ seqNum: 1, type: 'Step', runtime: 1 }),
+    );
+    const om = await renderMetrics(plain, 'openmetrics');
+    expect(om).toContain('pyats_section_duration_seconds_bucket{le="1",job="nightly"');
+    expect(om).not.toContain(' # {');
+  });
+
+  itOmParser('renders OpenMetrics that a strict parser accepts, exemplars included', async () => {
+    const { registry, sink } = exemplarSetup();
+    feedFixture(sink);
+    new ExporterHealth({ registry, version: '0.1.0' }).eventReceived('reporter_socket');
+    const parsed = await parseOpenMetrics(await renderMetrics(registry, 'openmetrics'));
+    expect(parsed.length).toBeGreaterThanOrEqual(3);
+    for (const p of parsed) {
+      expect(p.sample).toBe('pyats_section_duration_seconds_bucket');
+      expect(Object.keys(p.exemplar).sort()).toEqual(['span_id', 'trace_id']);
+    }
+    expect(parsed).toContainEqual(
+      expect.objectContaining({
+        exemplar: { trace_id: WEEKLY.traceId, span_id: '0000000000000003' },
+        value: 3,
+      }),
+    );
+  });
+
+  itPromtool(
+    `keeps the Prometheus text exposition valid with exemplars on${PROMTOOL_SKIP_NOTE}`,
+    async () => {
+      const { registry, sink } = exemplarSetup();
+      feedFixture(sink);
+      const { code, output } = await promtoolCheck(await renderMetrics(registry, 'prometheus'));
+      expect(output).toBe('');
+      expect(code).toBe(0);
+    },
+  );
+
+  describe('over HTTP', () => {
+    const servers: ListeningServer[] = [];
+    afterEach(async () => {
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+    });
+
+    function get(port: number, accept: string): Promise<{ type: string; body: string }> {
+      return new Promise((resolve, reject) => {
+        const req = http.get(
+          { host: '127.0.0.1', port, path: '/metrics', headers: { accept }, agent: false },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (body += chunk));
+            res.on('end', () => resolve({ type: String(res.headers['content-type']), body }));
+            res.on('error', reject);
+          },
+        );
+        req.on('error', reject);
+      });
+    }
+
+    itPromtool(
+      `answers concurrent mixed scrapes each in its own format, exemplars only in OpenMetrics${PROMTOOL_SKIP_NOTE}`,
+      async () => {
+        const { registry, sink } = exemplarSetup();
+        // A slow collect interleaves the scrapes with each other and with new observations.
+        new Gauge({
+          name: 'test_slow_collect',
+          help: 'Takes a moment to collect.',
+          registers: [registry],
+          async collect() {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            this.set(1);
+          },
+        });
+        const server = await listen(
+          createApp({ registry, ready: () => ({ ready: true }), logger: silentLogger() }),
+          {
+            host: '127.0.0.1',
+            port: 0,
+          },
+        );
+        servers.push(server);
+        const formats = Array.from({ length: 24 }, (_, i) => (i % 2 === 0 ? 'openmetrics' : 'prometheus'));
+        let seq = 100;
+        const feeding = setInterval(() => {
+          seq += 1;
+          sink.sectionFinished(finished({ seqNum: seq, type: 'TestSection', id: `t${seq}`, runtime: 0.2 }));
+        }, 1);
+        let replies: { type: string; body: string }[];
+        try {
+          replies = await Promise.all(
+            formats.map((f) =>
+              get(
+                server.address.port,
+                f === 'openmetrics' ? PROMETHEUS_242_ACCEPT : 'text/plain;version=0.0.4',
+              ),
+            ),
+          );
+        } finally {
+          clearInterval(feeding);
+        }
+        for (const [i, reply] of replies.entries()) {
+          if (formats[i] === 'openmetrics') {
+            expect(reply.type).toMatch(/^application\/openmetrics-text; version=1\.0\.0/);
+            expect(reply.body.endsWith('\n# EOF\n')).toBe(true);
+            expect(exemplarLines(reply.body).length).toBe(3);
+            if (HAVE_OM_PARSER) await parseOpenMetrics(reply.body);
+          } else {
+            expect(reply.type).toMatch(/^text\/plain; version=0\.0\.4/);
+            expect(reply.body).not.toContain('trace_id');
+            expect(reply.body).toContain('# TYPE pyats_section_results_total counter\n');
+            const { code, output } = await promtoolCheck(reply.body);
+            expect(output).toBe('');
+            expect(code).toBe(0);
+          }
+        }
+      },
+    );
+  });
+
+  describe('stored by a real Prometheus', () => {
+    let prometheus: ChildProcess | undefined;
+    let tmp: string | undefined;
+    const servers: ListeningServer[] = [];
+    afterEach(async () => {
+      if (prometheus && prometheus.exitCode === null) {
+        const exited = new Promise((resolve) => prometheus?.once('exit', resolve));
+        prometheus.kill('SIGTERM');
+        await exited;
+      }
+      prometheus = undefined;
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+      if (tmp) await rm(tmp, { recursive: true, force: true });
+      tmp = undefined;
+    });
+
+    itPrometheus(
+      'keeps the trace id of a scraped exemplar (Prometheus 2.42, --enable-feature=exemplar-storage)',
+      async () => {
+        const { registry } = exemplarSetup();
+        const exporter = await listen(
+          createApp({ registry, ready: () => ({ ready: true }), logger: silentLogger() }),
+          { host: '127.0.0.1', port: 0 },
+        );
+        servers.push(exporter);
+
+        tmp = await mkdtemp(path.join(os.tmpdir(), 'pyats-exemplars-'));
+        const config = path.join(tmp, 'prometheus.yml');
+        await writeFile(
+          config,
+          [
+            'global:',
+            '  scrape_interval: 1s',
+            'scrape_configs:',
+            '  - job_name: pyats-exporter',
+            '    scrape_interval: 1s',
+            // As deploy/prometheus ships it: keep the exporter's `job` label, the pyATS job name.
+            '    honor_labels: true',
+            '    static_configs:',
+            `      - targets: ['127.0.0.1:${exporter.address.port}']`,
+            '',
+          ].join('\n'),
+        );
+        const port = await freePort();
+        let log = '';
+        prometheus = spawn(
+          PROMETHEUS,
+          [
+            `--config.file=${config}`,
+            `--storage.tsdb.path=${path.join(tmp, 'data')}`,
+            `--web.listen-address=127.0.0.1:${port}`,
+            '--enable-feature=exemplar-storage',
+          ],
+          { cwd: tmp, stdio: ['ignore', 'ignore', 'pipe'] },
+        );
+        prometheus.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+
+        const api = `http://127.0.0.1:${port}`;
+        const found = await poll(60_000, async () => {
+          const now = Date.now() / 1000;
+          const query = new URLSearchParams({
+            query: 'pyats_section_duration_seconds_bucket',
+            start: String(now - 600),
+            end: String(now + 60),
+          });
+          const reply = await fetchJson(`${api}/api/v1/query_exemplars?${query}`);
+          const series = (reply?.data ?? []) as {
+            seriesLabels: Record<string, string>;
+            exemplars: { labels: Record<string, string>; value: string }[];
+          }[];
+          const hit = series.find((s) => s.exemplars.some((e) => e.labels['trace_id'] === WEEKLY.traceId));
+          return hit;
+        }).catch((err: unknown) => {
+          throw new Error(`${String(err)}\nprometheus log:\n${log}`);
+        });
+        expect(found.seriesLabels).toMatchObject({
+          __name__: 'pyats_section_duration_seconds_bucket',
+          job: 'weekly',
+          le: '5',
+          type: 'Testcase',
+        });
+        expect(found.exemplars).toContainEqual(
+          expect.objectContaining({
+            labels: { trace_id: WEEKLY.traceId, span_id: '0000000000000003' },
+            value: '3',
+          }),
+        );
+      },
+      90_000,
+    );
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface ApiReply {
+  status: string;
+  data?: unknown[];
+}
+
+/** GET and parse JSON; undefined while the server is not up yet. */
+async function fetchJson(url: string): Promise<ApiReply | undefined> {
+  try {
+    const res = await fetch(url);
+    if (!res.ok) return undefined;
+    return (await res.json()) as ApiReply;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Calls `probe` every 250 ms until it returns something, or rejects after `timeoutMs`. */
+async function poll<T>(timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`nothing after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
