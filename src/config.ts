@@ -53,6 +53,18 @@ export interface ExporterConfig {
   shutdownTimeoutMs: number;
   /** `--max-label-values`, `--max-label-values-for`, `--label-value-ttl-seconds`: the cardinality guard. */
   labelLimits: LabelLimits;
+  /** NDJSON ingest: `--ingest-socket`, `--ingest-http` and their limits. */
+  ingest: {
+    socket?: string;
+    socketMode?: number;
+    http: boolean;
+    token?: string;
+    maxBodyBytes: number;
+    maxLineBytes: number;
+    idleTimeoutMs: number;
+  };
+  /** `--capture FILE`: normalized events appended as NDJSON, for `replay`. */
+  capture?: string;
   /** `--pushgateway URL` and `--pushgateway-instance NAME`: push each job's series when it ends. */
   pushgateway?: { url: string; instance: string };
   tracing: TracingOptions;
@@ -78,6 +90,14 @@ const FLAG_SPEC = {
   'label-value-ttl-seconds': { type: 'string' },
   pushgateway: { type: 'string' },
   'pushgateway-instance': { type: 'string' },
+  'ingest-socket': { type: 'string' },
+  'ingest-socket-mode': { type: 'string' },
+  'ingest-http': { type: 'boolean' },
+  'ingest-token-file': { type: 'string' },
+  'ingest-max-body-bytes': { type: 'string' },
+  'ingest-max-line-bytes': { type: 'string' },
+  'ingest-idle-timeout': { type: 'string' },
+  capture: { type: 'string' },
   config: { type: 'string' },
   'demo-testcases': { type: 'string' },
   'demo-event-delay-ms': { type: 'string' },
@@ -107,6 +127,14 @@ const fileSchema = z
     'label-value-ttl-seconds': z.union([z.string(), z.number()]),
     pushgateway: z.string(),
     'pushgateway-instance': z.string(),
+    'ingest-socket': z.string(),
+    'ingest-socket-mode': z.union([z.string(), z.number()]),
+    'ingest-http': z.boolean(),
+    'ingest-token-file': z.string(),
+    'ingest-max-body-bytes': z.union([z.string(), z.number()]),
+    'ingest-max-line-bytes': z.union([z.string(), z.number()]),
+    'ingest-idle-timeout': z.union([z.string(), z.number()]),
+    capture: z.string(),
     'demo-testcases': z.union([z.string(), z.number()]),
     'demo-event-delay-ms': z.union([z.string(), z.number()]),
     'demo-once': z.boolean(),
@@ -146,6 +174,14 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
   --label-value-ttl-seconds N   release label values unused this long, with their series (default 0: never)
   --pushgateway URL             push each job's series to this Pushgateway when the job ends
   --pushgateway-instance NAME   the 'instance' grouping label of pushes (default this host's name)
+  --ingest-socket PATH          also accept NDJSON events (the Python bridge, scripts) on this Unix socket
+  --ingest-socket-mode OCTAL    file mode of the ingest socket (default from the umask)
+  --ingest-http                 also accept NDJSON events on POST /api/v1/events
+  --ingest-token-file FILE      require 'Authorization: Bearer <token>' on /api/v1/events
+  --ingest-max-body-bytes N     largest accepted HTTP body (default 16777216)
+  --ingest-max-line-bytes N     longest accepted NDJSON line (default 1048576)
+  --ingest-idle-timeout SECONDS end a keyed ingest stream idle this long (default 3600; 0 never)
+  --capture FILE                append every normalized event as NDJSON, for \`pyats-exporter replay\`
   --config FILE                 YAML file with any of the options above (flag names as keys)
   --demo-testcases N            demo: testcases per simulated job (default 6)
   --demo-event-delay-ms N       demo: pause between events (default 150)
@@ -241,7 +277,27 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     perLabel: parsePerLabelLimits(setting('max-label-values-for')),
     ...(ttlSeconds > 0 ? { idleTtlMs: ttlSeconds * 1000 } : {}),
   };
-  const demoOnce = setting('demo-once');
+  const flag = (name: FlagName): boolean => {
+    const s = setting(name);
+    return s !== undefined && (s.value === true || s.value === 'true' || s.value === '1');
+  };
+  const ingestSocket = setting('ingest-socket');
+  const ingestMode = setting('ingest-socket-mode');
+  const tokenFile = setting('ingest-token-file');
+  const captureFile = setting('capture');
+  const ingest: ExporterConfig['ingest'] = {
+    http: flag('ingest-http'),
+    maxBodyBytes: integer('ingest-max-body-bytes', 16 * 1024 * 1024, 1024, 2 ** 30),
+    maxLineBytes: integer('ingest-max-line-bytes', 1024 * 1024, 1024, 2 ** 26),
+    idleTimeoutMs: integer('ingest-idle-timeout', 3600, 0, 604_800) * 1000,
+    ...(ingestSocket === undefined ? {} : { socket: String(ingestSocket.value) }),
+    ...(ingestMode === undefined
+      ? {}
+      : { socketMode: withOrigin(ingestMode.origin, () => parseMode(String(ingestMode.value))) }),
+    ...(tokenFile === undefined
+      ? {}
+      : { token: withOrigin(tokenFile.origin, () => readToken(String(tokenFile.value))) }),
+  };
   const config: ExporterConfig = {
     command: command as Command,
     reporterSockets,
@@ -263,6 +319,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     pollIntervalMs: 500,
     shutdownTimeoutMs: 8_000,
     labelLimits,
+    ingest,
+    ...(captureFile === undefined ? {} : { capture: String(captureFile.value) }),
     ...(pushgatewayUrl === undefined
       ? {}
       : {
@@ -275,17 +333,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     demo: {
       testcases: integer('demo-testcases', 6, 1, 100_000),
       eventDelayMs: integer('demo-event-delay-ms', 150, 0, 60_000),
-      loop: !(
-        demoOnce !== undefined &&
-        (demoOnce.value === true || demoOnce.value === 'true' || demoOnce.value === '1')
-      ),
+      loop: !flag('demo-once'),
       seed: integer('demo-seed', 1, 0, 2 ** 31),
     },
   };
-  if (config.command === 'run' && config.reporterSockets.length === 0) {
+  const hasSource = config.reporterSockets.length > 0 || ingest.socket !== undefined || ingest.http;
+  if (config.command === 'run' && !hasSource) {
     throw new ConfigError(
       'no_source',
-      'nothing to watch: give --reporter-socket PATH (or run `pyats-exporter demo` to try it without a lab)',
+      'nothing to watch: give --reporter-socket PATH, --ingest-socket PATH or --ingest-http ' +
+        '(or run `pyats-exporter demo` to try it without a lab)',
     );
   }
   return { kind: 'config', config };
@@ -329,6 +386,23 @@ function parsePerLabelLimits(
     limits[label] = n;
   }
   return limits;
+}
+
+function parseMode(value: string): number {
+  if (!/^[0-7]{3,4}$/.test(value.trim()))
+    throw new ConfigError('bad_value', `"${value}" is not an octal file mode like 660`);
+  return parseInt(value.trim(), 8);
+}
+
+function readToken(path: string): string {
+  let token: string;
+  try {
+    token = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    throw new ConfigError('bad_value', `cannot read token file ${path}: ${(error as Error).message}`);
+  }
+  if (token === '') throw new ConfigError('bad_value', `token file ${path} is empty`);
+  return token;
 }
 
 function parseHttpUrl(value: string): string {

@@ -8,6 +8,9 @@ import type { SectionSink } from './events/types.js';
 import type { ExporterConfig, ListenAddress } from './config.js';
 import { createApp, listen } from './http/server.js';
 import type { Logger } from './log.js';
+import { CaptureWriter, CapturingTracker } from './ingest/capture.js';
+import { createHttpIngest } from './ingest/http.js';
+import { IngestSocketServer } from './ingest/socket.js';
 import { Pipeline } from './pipeline.js';
 import { pickle } from './reporter/pickle-writer.js';
 import { ReporterSubscriber, type ConnectionInfo } from './reporter/subscriber.js';
@@ -63,13 +66,41 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     : undefined;
   if (spans) sinks.push(spans);
   const fanout = new SinkFanout(sinks, logger);
-  const tracker = new SectionTracker({ sink: fanout, logger });
-  const pipeline = new Pipeline({
-    normalize: { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength },
-    tracker,
-    health,
-    logger,
-  });
+  const capture = config.capture
+    ? new CaptureWriter({
+        path: config.capture,
+        version: VERSION,
+        logger: logger.child({ component: 'capture' }),
+      })
+    : undefined;
+  if (capture) await capture.open();
+  const tracker = capture
+    ? new CapturingTracker({ sink: fanout, logger, capture })
+    : new SectionTracker({ sink: fanout, logger });
+  const normalize = { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength };
+  const pipeline = new Pipeline({ normalize, tracker, health, logger });
+
+  const { ingest } = config;
+  const ingestSocket = ingest.socket
+    ? new IngestSocketServer({
+        path: ingest.socket,
+        target: pipeline,
+        maxLineBytes: ingest.maxLineBytes,
+        idleTimeoutMs: ingest.idleTimeoutMs,
+        ...(ingest.socketMode !== undefined ? { mode: ingest.socketMode } : {}),
+        logger: logger.child({ component: 'ingest-socket' }),
+      })
+    : undefined;
+  const httpIngest = ingest.http
+    ? createHttpIngest({
+        target: pipeline,
+        normalize,
+        ...(ingest.token !== undefined ? { token: ingest.token } : {}),
+        maxBodyBytes: ingest.maxBodyBytes,
+        idleTimeoutMs: ingest.idleTimeoutMs,
+        logger: logger.child({ component: 'ingest-http' }),
+      })
+    : undefined;
 
   const subscribeRequest =
     config.subscribeRequest === null ? null : pickle(config.subscribeRequest, { protocol: 2 });
@@ -110,6 +141,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     ready: () => ({ ready: true }),
     ...(web?.auth ? { auth: web.auth } : {}),
     ...(web ? { responseHeaders: web.responseHeaders } : {}),
+    routers: httpIngest ? [httpIngest.router] : [],
   });
   const server = await listen(app, { ...config.listen, logger, ...(web?.tls ? { tls: web.tls } : {}) });
   if (web?.auth && !web.tls) {
@@ -119,17 +151,21 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     { url: `${server.protocol}://${formatHost(server.address.host)}:${server.address.port}` },
     'http server listening',
   );
+  if (ingestSocket) await ingestSocket.listen();
   for (const subscriber of subscribers) subscriber.start();
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      await Promise.allSettled(subscribers.map((s) => s.stop()));
+      // Sources first, so nothing arrives after the open sections are ended.
+      await Promise.allSettled([...subscribers.map((s) => s.stop()), ingestSocket?.close()]);
+      httpIngest?.close();
+      await server.close();
       tracker.endAll();
+      await capture?.close();
       await fanout.forceFlush();
       await fanout.shutdown();
       if (spanPipeline) await spanPipeline.shutdown();
-      await server.close();
     })();
     return stopping;
   };

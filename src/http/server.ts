@@ -24,6 +24,8 @@ export interface AppOptions {
   auth?: AuthOptions;
   /** Extra headers on every response (web config `http_server_config.headers`). Default: none. */
   responseHeaders?: Readonly<Record<string, string>>;
+  /** More routes (e.g. NDJSON ingest), mounted at the root after authentication. Default: none. */
+  routers?: readonly express.Router[];
 }
 
 export type ExpositionFormat = 'prometheus' | 'openmetrics';
@@ -147,6 +149,7 @@ export function createApp(opts: AppOptions): express.Express {
   }
   // Before every route, so a future route is protected unless its path is explicitly open.
   if (opts.auth) app.use(requireAuth(new Authenticator(opts.auth), logger));
+  for (const router of opts.routers ?? []) app.use(router);
 
   // Express answers HEAD with the GET handler, minus the body.
   app

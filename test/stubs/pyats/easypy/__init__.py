@@ -1,0 +1,1 @@
+"""Stand-in for pyats.easypy: only the plugin base class."""
