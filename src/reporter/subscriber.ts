@@ -66,6 +66,8 @@ interface Connection {
   stopped: boolean;
   /** At least one frame decoded: the peer really is a reporter. */
   delivered: boolean;
+  /** The peer closed its side: nothing more to ask it. */
+  ended: boolean;
   error: NodeJS.ErrnoException | undefined;
   closed: Promise<void>;
 }
@@ -158,13 +160,17 @@ export class ReporterSubscriber {
       reset: false,
       stopped: false,
       delivered: false,
+      ended: false,
       error: undefined,
       closed: new Promise((resolve) => (closedResolve = resolve)),
     };
     this.connection = connection;
     socket.on('connect', () => this.onConnect(connection));
     socket.on('data', (chunk: Buffer) => this.onData(connection, chunk));
-    socket.on('end', () => this.onEnd(connection));
+    socket.on('end', () => {
+      connection.ended = true;
+      this.onEnd(connection);
+    });
     socket.on('error', (err: NodeJS.ErrnoException) => (connection.error ??= err));
     socket.on('close', () => {
       this.onClose(connection);
@@ -180,9 +186,18 @@ export class ReporterSubscriber {
     this.current = 'connected';
     logger.debug({ path, connection: info.id }, 'connected to reporter socket');
     this.guard('connected', () => handlers.connected(info));
-    if (subscribeRequest && !connection.socket.destroyed) {
-      connection.socket.write(encodeFrame(subscribeRequest, requestHeader));
-    }
+    if (!subscribeRequest) return;
+    // A reporter that sent everything and closed before our request arrives makes the write fail
+    // (EPIPE), and Node then destroys the socket with the unread events still in the kernel buffer. So
+    // write only after one full poll phase (nested setImmediate: the outer runs in this turn's check
+    // phase, the inner after the next poll), by which time libuv has read what was readable; if the
+    // peer has ended meanwhile, there is no one to ask.
+    setImmediate(() =>
+      setImmediate(() => {
+        if (connection.ended || connection.socket.destroyed) return;
+        connection.socket.write(encodeFrame(subscribeRequest, requestHeader));
+      }),
+    );
   }
 
   private onData(connection: Connection, chunk: Uint8Array): void {
