@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `pyats-exporter` command: parse config (exit 2 on a bad one), run the daemon, and on SIGTERM /
-// SIGINT stop it in order and exit 0. `demo` also starts the built-in simulated reporter.
+// SIGINT stop it in order and exit 0. `demo` also starts the built-in simulated reporter; `replay`
+// exports finished jobs from files.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import { startDaemon } from './daemon.js';
 import { simulatedJob, startDemoReporter } from './demo/index.js';
 import { ConfigError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
+import { runReplay } from './replay-command.js';
 import { VERSION } from './version.js';
 
 async function main(): Promise<number> {
@@ -33,6 +35,11 @@ async function main(): Promise<number> {
   }
 
   const logger = createLogger(config.logLevel);
+  const signalled = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  if (config.command === 'replay') return runReplay(config, logger, signalled);
   const cleanups: Array<() => Promise<void> | void> = [];
   let demoFinished: Promise<void> | undefined;
   if (config.command === 'demo') {
@@ -70,8 +77,7 @@ async function main(): Promise<number> {
   }
 
   const stopped = new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
+    void signalled.then(resolve);
     if (demoFinished) void demoFinished.then(() => setTimeout(() => resolve('demo finished'), 500));
   });
   const why = await stopped;

@@ -15,7 +15,7 @@ import { hostname } from 'node:os';
 import { GUARDED_LABELS, type GuardedLabel, type LabelLimits } from './telemetry/cardinality.js';
 import { tracingOptionsFromEnv, type TracingOptions } from './telemetry/tracing.js';
 
-export const COMMANDS = ['run', 'demo'] as const;
+export const COMMANDS = ['run', 'demo', 'replay'] as const;
 export type Command = (typeof COMMANDS)[number];
 
 export interface ListenAddress {
@@ -27,6 +27,10 @@ export interface ExporterConfig {
   command: Command;
   /** `--reporter-socket`: reporter.sock paths to subscribe to. */
   reporterSockets: string[];
+  /** `--watch DIR` (repeatable), `--watch-max-depth`, `--watch-interval`: discover reporter sockets. */
+  watch: { dirs: string[]; maxDepth: number; intervalMs: number };
+  /** `replay FILE...`: results.json, archive .zip or NDJSON files; `--hold` serves /metrics until stopped. */
+  replay: { files: string[]; hold: boolean };
   /** `--listen`, default 0.0.0.0:9464. */
   listen: ListenAddress;
   /** `--web.config.file`: TLS and authentication for the HTTP server (exporter-toolkit format). */
@@ -76,6 +80,10 @@ export type ParseOutcome =
 
 const FLAG_SPEC = {
   'reporter-socket': { type: 'string', multiple: true },
+  watch: { type: 'string', multiple: true },
+  'watch-max-depth': { type: 'string' },
+  'watch-interval': { type: 'string' },
+  hold: { type: 'boolean' },
   listen: { type: 'string' },
   'web.config.file': { type: 'string' },
   'frame-header': { type: 'string' },
@@ -113,6 +121,10 @@ type FlagName = Exclude<keyof typeof FLAG_SPEC, 'config' | 'help' | 'version'>;
 const fileSchema = z
   .object({
     'reporter-socket': z.union([z.string(), z.array(z.string())]),
+    watch: z.union([z.string(), z.array(z.string())]),
+    'watch-max-depth': z.union([z.string(), z.number()]),
+    'watch-interval': z.union([z.string(), z.number()]),
+    hold: z.boolean(),
     listen: z.union([z.string(), z.number()]),
     'web.config.file': z.string(),
     'frame-header': z.string(),
@@ -145,7 +157,7 @@ const fileSchema = z
 
 export const DEFAULT_LISTEN = '0.0.0.0:9464';
 
-export const HELP = `Usage: pyats-exporter [demo] [options]
+export const HELP = `Usage: pyats-exporter [demo | replay FILE...] [options]
 
 Subscribes to the live event stream of pyATS jobs and exports every section as an OpenTelemetry
 span (OTLP) and as Prometheus metrics on /metrics.
@@ -153,9 +165,16 @@ span (OTLP) and as Prometheus metrics on /metrics.
 Commands:
   (none)                        run the exporter
   demo                          run the exporter fed by a built-in simulated pyATS job
+  replay FILE...                export finished jobs from results.json, a pyATS archive .zip, or an
+                                NDJSON capture: same span ids as live; metrics pushed (--pushgateway)
+                                or served until stopped (--hold)
 
 Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN, or a key in --config):
   --reporter-socket PATH        a job's runinfo/reporter.sock; repeatable; waits for it and reconnects
+  --watch DIR                   find reporter.sock files of jobs under DIR as they start; repeatable
+  --watch-max-depth N           deepest a socket may sit below a --watch DIR (default 5)
+  --watch-interval MS           how often --watch DIRs are polled (default 1000)
+  --hold                        replay: keep serving /metrics after the replay until stopped
   --listen HOST:PORT            HTTP server for /metrics, /healthz, /readyz (default ${DEFAULT_LISTEN})
   --web.config.file FILE        TLS and basic auth / bearer token for the HTTP server (Prometheus
                                 exporters' web config format)
@@ -208,9 +227,10 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   const { values, positionals } = parsed;
   if (values.help) return { kind: 'help' };
   if (values.version) return { kind: 'version' };
-  if (positionals.length > 1)
-    throw new ConfigError('bad_command', `unexpected arguments: ${positionals.join(' ')}`);
   const command = positionals[0] ?? 'run';
+  if (command !== 'replay' && positionals.length > 1) {
+    throw new ConfigError('bad_command', `unexpected arguments: ${positionals.slice(1).join(' ')}`);
+  }
   if (!(COMMANDS as readonly string[]).includes(command)) {
     throw new ConfigError('bad_command', `unknown command "${command}" (expected: ${COMMANDS.join(', ')})`);
   }
@@ -245,22 +265,21 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     return n;
   };
 
-  const sockets = setting('reporter-socket');
-  const reporterSockets =
-    sockets === undefined
-      ? []
-      : Array.isArray(sockets.value)
-        ? sockets.value.map(String)
-        : String(sockets.value)
-            .split(',')
-            .map((s) => s.trim())
-            .filter((s) => s !== '');
+  /** A repeatable setting: a list (flags, YAML) or one comma-separated string (environment). */
+  const list = (name: FlagName): string[] => {
+    const s = setting(name);
+    if (s === undefined) return [];
+    const items = Array.isArray(s.value) ? s.value.map(String) : String(s.value).split(',');
+    return items.map((item) => item.trim()).filter((item) => item !== '');
+  };
+  const reporterSockets = list('reporter-socket');
 
   const [listenRaw, listenOrigin] = text('listen', DEFAULT_LISTEN);
   const [frameHeaderRaw, frameHeaderOrigin] = text('frame-header', 'auto');
   const [requestHeaderRaw, requestHeaderOrigin] = text('request-header', '8be');
   const [timezone, timezoneOrigin] = text('timezone', localZoneName());
-  const [logLevel, logLevelOrigin] = text('log-level', 'info');
+  // Replay draws a progress bar on stderr: only warnings and errors may interleave with it.
+  const [logLevel, logLevelOrigin] = text('log-level', command === 'replay' ? 'warn' : 'info');
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError(
       'bad_value',
@@ -301,6 +320,12 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   const config: ExporterConfig = {
     command: command as Command,
     reporterSockets,
+    watch: {
+      dirs: list('watch'),
+      maxDepth: integer('watch-max-depth', 5, 1, 32),
+      intervalMs: integer('watch-interval', 1000, 50, 60_000),
+    },
+    replay: { files: positionals.slice(1), hold: flag('hold') },
     listen: withOrigin(listenOrigin, () => parseListen(listenRaw)),
     ...(webConfig === undefined
       ? {}
@@ -337,12 +362,22 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
       seed: integer('demo-seed', 1, 0, 2 ** 31),
     },
   };
-  const hasSource = config.reporterSockets.length > 0 || ingest.socket !== undefined || ingest.http;
+  const hasSource =
+    config.reporterSockets.length > 0 ||
+    config.watch.dirs.length > 0 ||
+    ingest.socket !== undefined ||
+    ingest.http;
   if (config.command === 'run' && !hasSource) {
     throw new ConfigError(
       'no_source',
-      'nothing to watch: give --reporter-socket PATH, --ingest-socket PATH or --ingest-http ' +
+      'nothing to watch: give --reporter-socket PATH, --watch DIR, --ingest-socket PATH or --ingest-http ' +
         '(or run `pyats-exporter demo` to try it without a lab)',
+    );
+  }
+  if (config.command === 'replay' && config.replay.files.length === 0) {
+    throw new ConfigError(
+      'no_source',
+      'replay needs at least one FILE (results.json, a .zip archive or NDJSON)',
     );
   }
   return { kind: 'config', config };

@@ -1,5 +1,6 @@
 // Wires one running exporter from a validated config: sources → pipeline → tracker → sinks, and the
 // HTTP server. Owns the lifecycle: start() and an orderly stop() (abandon open sections, flush spans).
+// buildTelemetry is shared with the replay command.
 import { Registry } from 'prom-client';
 import { SinkFanout } from './events/fanout.js';
 import { resolveZone } from './events/timezone.js';
@@ -13,6 +14,7 @@ import { createHttpIngest } from './ingest/http.js';
 import { IngestSocketServer } from './ingest/socket.js';
 import { Pipeline } from './pipeline.js';
 import { pickle } from './reporter/pickle-writer.js';
+import { SocketDiscovery, type SocketActivity } from './reporter/discovery.js';
 import { ReporterSubscriber, type ConnectionInfo } from './reporter/subscriber.js';
 import { unpickle } from './reporter/unpickle.js';
 import { ExporterHealth, registerProcessMetrics } from './telemetry/health.js';
@@ -30,21 +32,20 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(config: ExporterConfig, logger: Logger): Promise<RunningDaemon> {
+/** The sinks every command feeds (metrics, optional Pushgateway, optional spans) and their registry. */
+export interface Telemetry {
+  registry: Registry;
+  health: ExporterHealth;
+  fanout: SinkFanout;
+  /** Flush and shut down every sink and the span exporter. */
+  shutdown(): Promise<void>;
+}
+
+export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetry {
   const registry = new Registry();
   registerProcessMetrics(registry);
   const health = new ExporterHealth({ registry, version: VERSION });
-  const metrics = new MetricsSink({ registry, labelLimits: config.labelLimits });
-
-  const spanPipeline = createSpanPipeline(
-    config.tracing,
-    {
-      spansExported: (n) => health.spansExported(n),
-      spansDropped: (n, reason) => health.spansDropped(n, reason),
-    },
-    logger,
-  );
-  const sinks: SectionSink[] = [metrics];
+  const sinks: SectionSink[] = [new MetricsSink({ registry, labelLimits: config.labelLimits })];
   if (config.pushgateway) {
     sinks.push(
       new PushgatewayPublisher({
@@ -56,16 +57,39 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
       }),
     );
   }
-  const spans = spanPipeline
-    ? new SpanSink({
+  const spanPipeline = createSpanPipeline(
+    config.tracing,
+    {
+      spansExported: (n) => health.spansExported(n),
+      spansDropped: (n, reason) => health.spansDropped(n, reason),
+    },
+    logger,
+  );
+  if (spanPipeline) {
+    sinks.push(
+      new SpanSink({
         processor: spanPipeline.processor,
         resource: baseResource(config.tracing, VERSION),
         maxAttributeLength: config.maxAttributeLength,
         scopeVersion: VERSION,
-      })
-    : undefined;
-  if (spans) sinks.push(spans);
+      }),
+    );
+  }
   const fanout = new SinkFanout(sinks, logger);
+  return {
+    registry,
+    health,
+    fanout,
+    shutdown: async () => {
+      await fanout.forceFlush();
+      await fanout.shutdown();
+      if (spanPipeline) await spanPipeline.shutdown();
+    },
+  };
+}
+
+export async function startDaemon(config: ExporterConfig, logger: Logger): Promise<RunningDaemon> {
+  const { registry, health, fanout, shutdown } = buildTelemetry(config, logger);
   const capture = config.capture
     ? new CaptureWriter({
         path: config.capture,
@@ -105,9 +129,9 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   const subscribeRequest =
     config.subscribeRequest === null ? null : pickle(config.subscribeRequest, { protocol: 2 });
   const streamOf = (conn: ConnectionInfo): string => `reporter:${conn.id}`;
-  const subscribers = config.reporterSockets.map((path) => {
-    health.setReporterWatched(path);
-    return new ReporterSubscriber({
+  /** One subscriber per socket path; `activity` tells discovery when a discovered job is live. */
+  const makeSubscriber = (path: string, activity?: SocketActivity): ReporterSubscriber =>
+    new ReporterSubscriber({
       path,
       header: config.frameHeader,
       requestHeader: config.requestHeader,
@@ -119,6 +143,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
       logger: logger.child({ socket: path }),
       handlers: {
         connected: (conn) => {
+          activity?.connected();
           health.connectionOpened(conn.path);
           logger.info({ socket: conn.path, connection: conn.id }, 'subscribed to reporter');
         },
@@ -126,13 +151,29 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
         frameRejected: (conn, code, detail) =>
           pipeline.reject(streamOf(conn), 'reporter_socket', code, detail),
         disconnected: (conn, reason) => {
+          activity?.disconnected();
           health.connectionClosed(conn.path, reason);
           pipeline.endStream(streamOf(conn));
           logger.info({ socket: conn.path, connection: conn.id, reason }, 'reporter connection closed');
         },
       },
     });
+  const subscribers = config.reporterSockets.map((path) => {
+    health.setReporterWatched(path);
+    return makeSubscriber(path);
   });
+  // Discovery reports watched/unwatched sockets to health itself.
+  const discovery =
+    config.watch.dirs.length > 0
+      ? new SocketDiscovery({
+          roots: config.watch.dirs,
+          maxDepth: config.watch.maxDepth,
+          scanIntervalMs: config.watch.intervalMs,
+          health,
+          logger: logger.child({ component: 'discovery' }),
+          createSubscriber: makeSubscriber,
+        })
+      : undefined;
 
   const web = config.web;
   const app = createApp({
@@ -153,19 +194,22 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   );
   if (ingestSocket) await ingestSocket.listen();
   for (const subscriber of subscribers) subscriber.start();
+  discovery?.start();
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       // Sources first, so nothing arrives after the open sections are ended.
-      await Promise.allSettled([...subscribers.map((s) => s.stop()), ingestSocket?.close()]);
+      await Promise.allSettled([
+        ...subscribers.map((s) => s.stop()),
+        discovery?.stop(),
+        ingestSocket?.close(),
+      ]);
       httpIngest?.close();
       await server.close();
       tracker.endAll();
       await capture?.close();
-      await fanout.forceFlush();
-      await fanout.shutdown();
-      if (spanPipeline) await spanPipeline.shutdown();
+      await shutdown();
     })();
     return stopping;
   };

@@ -206,9 +206,7 @@ describe('one job, every way in: same spans, same metrics (in-process core)', ()
   });
 });
 
-// enable when wired: needs `--ingest-socket`, `--ingest-http`, `--ingest-token-file`, `--capture` in
-// src/config.ts / src/daemon.ts, and `pyats-exporter replay FILE` (src/ingest/replay.ts).
-describe.skip('one job, every way in: same spans, same metrics (the built exporter)', () => {
+describe('one job, every way in: same spans, same metrics (the built exporter)', () => {
   const spanKey = (s: DecodedSpan) =>
     [s.traceId, s.spanId, s.parentSpanId, s.name, s.startTimeUnixNano, s.endTimeUnixNano, s.status.code].join(
       ' ',

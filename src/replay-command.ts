@@ -1,0 +1,59 @@
+// `pyats-exporter replay FILE...`: feeds finished jobs (results.json, archive .zip, NDJSON capture) through
+// the same pipeline as a live run, so spans carry the same ids; metrics are pushed (--pushgateway) and/or
+// served on /metrics until SIGTERM (--hold).
+import type { ExporterConfig } from './config.js';
+import { buildTelemetry } from './daemon.js';
+import { resolveZone } from './events/timezone.js';
+import { SectionTracker } from './events/tracker.js';
+import { createApp, listen } from './http/server.js';
+import { ReplayClock, createProgressReporter, replayFiles } from './ingest/replay.js';
+import type { Logger } from './log.js';
+import { Pipeline } from './pipeline.js';
+
+/** Resolves with the process exit code: 1 when a file could not be replayed, else 0. */
+export async function runReplay(
+  config: ExporterConfig,
+  logger: Logger,
+  stopped: Promise<unknown>,
+): Promise<number> {
+  const telemetry = buildTelemetry(config, logger);
+  const zone = resolveZone(config.timezone);
+  const clock = new ReplayClock();
+  const tracker = new SectionTracker({ sink: telemetry.fanout, logger, now: clock.now });
+  const pipeline = new Pipeline({
+    normalize: { zone, maxStringLength: config.maxAttributeLength },
+    tracker,
+    health: telemetry.health,
+    logger,
+  });
+  const progress = createProgressReporter(process.stderr);
+  const summary = await replayFiles(config.replay.files, pipeline, {
+    clock,
+    zone,
+    onProgress: progress.onProgress,
+    flush: () => telemetry.fanout.forceFlush(),
+  });
+  tracker.endAll();
+  await telemetry.fanout.forceFlush();
+  progress.finish(summary);
+
+  if (config.replay.hold) {
+    const web = config.web;
+    const app = createApp({
+      registry: telemetry.registry,
+      logger,
+      ready: () => ({ ready: true }),
+      ...(web?.auth ? { auth: web.auth } : {}),
+    });
+    const server = await listen(app, { ...config.listen, logger, ...(web?.tls ? { tls: web.tls } : {}) });
+    // At warn: replay logs only warnings by default, and where /metrics is served must be seen.
+    logger.warn(
+      { url: `${server.protocol}://${server.address.host}:${server.address.port}`, replay: 'finished' },
+      'http server listening',
+    );
+    await stopped;
+    await server.close();
+  }
+  await telemetry.shutdown();
+  return summary.failed > 0 ? 1 : 0;
+}
