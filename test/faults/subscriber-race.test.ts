@@ -33,51 +33,48 @@ print('DONE', flush=True)
 `;
 
 describe('subscriber and a reporter that closes at once', () => {
-  it(
-    'delivers the events a reporter sent before it closed without reading the subscribe request',
-    async () => {
-      const path = join(dirs.make(), 'reporter.sock');
-      const reporter = spawn('python3', ['-c', QUICK_REPORTER, path, '20'], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      const output: string[] = [];
-      reporter.stdout.setEncoding('utf8').on('data', (chunk: string) => output.push(chunk));
-      await until('the reporter to listen', () => (output.join('').includes('READY') ? true : undefined));
-      const events: unknown[] = [];
-      let disconnected = false;
-      const subscriber = new ReporterSubscriber({
-        path,
-        header: 'auto',
-        requestHeader: parseHeaderFormat('8be'),
-        subscribeRequest: Uint8Array.from([0x80, 0x02, 0x7d, 0x2e]),
-        maxFrameBytes: 1 << 20,
-        pollIntervalMs: 20,
-        backoff: { initialMs: 10_000, maxMs: 10_000 },
-        decode: (frame) => unpickle(frame),
-        logger: silentLogger(),
-        handlers: {
-          connected: () => {
-            // Stand-in for a busy event loop: by the time the request is written, the reporter is gone.
-            const until = Date.now() + 300;
-            while (Date.now() < until) {
-              // busy wait
-            }
-          },
-          event: (_conn, value) => events.push(value),
-          frameRejected: () => undefined,
-          disconnected: () => {
-            disconnected = true;
-          },
+  it('delivers the events a reporter sent before it closed without reading the subscribe request', async () => {
+    const path = join(dirs.make(), 'reporter.sock');
+    const reporter = spawn('python3', ['-c', QUICK_REPORTER, path, '20'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const output: string[] = [];
+    reporter.stdout.setEncoding('utf8').on('data', (chunk: string) => output.push(chunk));
+    await until('the reporter to listen', () => (output.join('').includes('READY') ? true : undefined));
+    const events: unknown[] = [];
+    let disconnected = false;
+    const subscriber = new ReporterSubscriber({
+      path,
+      header: 'auto',
+      requestHeader: parseHeaderFormat('8be'),
+      subscribeRequest: Uint8Array.from([0x80, 0x02, 0x7d, 0x2e]),
+      maxFrameBytes: 1 << 20,
+      pollIntervalMs: 20,
+      backoff: { initialMs: 10_000, maxMs: 10_000 },
+      decode: (frame) => unpickle(frame),
+      logger: silentLogger(),
+      handlers: {
+        connected: () => {
+          // Stand-in for a busy event loop: by the time the request is written, the reporter is gone.
+          const until = Date.now() + 300;
+          while (Date.now() < until) {
+            // busy wait
+          }
         },
-      });
-      subscriber.start();
-      try {
-        await until('the connection to end', () => (disconnected ? true : undefined), 10_000);
-        expect(events).toHaveLength(20);
-      } finally {
-        await subscriber.stop();
-        reporter.kill();
-      }
-    },
-  );
+        event: (_conn, value) => events.push(value),
+        frameRejected: () => undefined,
+        disconnected: () => {
+          disconnected = true;
+        },
+      },
+    });
+    subscriber.start();
+    try {
+      await until('the connection to end', () => (disconnected ? true : undefined), 10_000);
+      expect(events).toHaveLength(20);
+    } finally {
+      await subscriber.stop();
+      reporter.kill();
+    }
+  });
 });
