@@ -68,9 +68,15 @@ interface Connection {
   delivered: boolean;
   /** The peer closed its side: nothing more to ask it. */
   ended: boolean;
+  /** Any byte arrived from the peer. */
+  received: boolean;
+  requestTimer: NodeJS.Timeout | undefined;
   error: NodeJS.ErrnoException | undefined;
   closed: Promise<void>;
 }
+
+/** How long a new connection waits for the reporter to speak before sending the subscribe request. */
+const REQUEST_QUIET_MS = 50;
 
 export class ReporterSubscriber {
   private current: SubscriberState = 'idle';
@@ -161,6 +167,8 @@ export class ReporterSubscriber {
       stopped: false,
       delivered: false,
       ended: false,
+      received: false,
+      requestTimer: undefined,
       error: undefined,
       closed: new Promise((resolve) => (closedResolve = resolve)),
     };
@@ -173,6 +181,7 @@ export class ReporterSubscriber {
     });
     socket.on('error', (err: NodeJS.ErrnoException) => (connection.error ??= err));
     socket.on('close', () => {
+      clearTimeout(connection.requestTimer);
       this.onClose(connection);
       closedResolve();
     });
@@ -187,20 +196,23 @@ export class ReporterSubscriber {
     logger.debug({ path, connection: info.id }, 'connected to reporter socket');
     this.guard('connected', () => handlers.connected(info));
     if (!subscribeRequest) return;
-    // A reporter that sent everything and closed before our request arrives makes the write fail
-    // (EPIPE), and Node then destroys the socket with the unread events still in the kernel buffer. So
-    // write only after one full poll phase (nested setImmediate: the outer runs in this turn's check
-    // phase, the inner after the next poll), by which time libuv has read what was readable; if the
-    // peer has ended meanwhile, there is no one to ask.
-    setImmediate(() =>
-      setImmediate(() => {
-        if (connection.ended || connection.socket.destroyed) return;
-        connection.socket.write(encodeFrame(subscribeRequest, requestHeader));
-      }),
+    // The request goes out only if the reporter stays quiet for REQUEST_QUIET_MS: a server that needs it
+    // sends nothing until asked, and one that streams unprompted does not need it. Writing to a reporter
+    // that already sent everything and closed would fail with EPIPE, and Node would then destroy the
+    // socket with the events still unread in the kernel buffer. The setImmediate puts a poll phase (which
+    // reads what arrived) between the timer and the check.
+    connection.requestTimer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (connection.received || connection.ended || connection.socket.destroyed) return;
+          connection.socket.write(encodeFrame(subscribeRequest, requestHeader));
+        }),
+      REQUEST_QUIET_MS,
     );
   }
 
   private onData(connection: Connection, chunk: Uint8Array): void {
+    connection.received = true;
     const info = connection.info;
     if (!info || connection.reset || connection.socket.destroyed) return;
     const { handlers, decode, logger } = this.options;

@@ -171,6 +171,16 @@ describe('ReporterSubscriber', () => {
     expect(conn?.connectedAt).toBeGreaterThan(0);
   });
 
+  it('sends no request to a reporter that streams unprompted (it would not need one)', async () => {
+    const path = join(await tempDir(), 'reporter.sock');
+    const reporter = await TestReporter.listen(path, (socket) => socket.write(frames(['a', 'b'])));
+    const recorder = new Recorder();
+    subscribe(path, recorder);
+    await waitFor(() => recorder.of('event').length === 2, 'events');
+    await sleep(150);
+    expect(reporter.connections[0]?.received().length).toBe(0);
+  });
+
   it('sends nothing when there is no subscribe request', async () => {
     const path = join(await tempDir(), 'reporter.sock');
     const reporter = await TestReporter.listen(path, (socket) => socket.write(frames(['hello'])));
