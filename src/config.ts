@@ -45,6 +45,8 @@ export interface ExporterConfig {
   maxFrameBytes: number;
   /** `--timezone`: zone of the job's machine for naive times, default this host's zone. */
   timezone: string;
+  /** `--orphan-hold-max`, default 10000: finished sections per job held while their parent is unseen. */
+  orphanHoldMax: number;
   /** `--max-attribute-length`, default 4096: strings are cut to this length. */
   maxAttributeLength: number;
   /** `--log-level`, default info. */
@@ -92,6 +94,7 @@ const FLAG_SPEC = {
   'max-frame-bytes': { type: 'string' },
   timezone: { type: 'string' },
   'max-attribute-length': { type: 'string' },
+  'orphan-hold-max': { type: 'string' },
   'log-level': { type: 'string' },
   'max-label-values': { type: 'string' },
   'max-label-values-for': { type: 'string', multiple: true },
@@ -133,6 +136,7 @@ const fileSchema = z
     'max-frame-bytes': z.union([z.string(), z.number()]),
     timezone: z.string(),
     'max-attribute-length': z.union([z.string(), z.number()]),
+    'orphan-hold-max': z.union([z.string(), z.number()]),
     'log-level': z.string(),
     'max-label-values': z.union([z.string(), z.number()]),
     'max-label-values-for': z.union([z.string(), z.array(z.string())]),
@@ -186,6 +190,8 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
   --timezone ZONE               zone of the job machine for naive times: IANA name or +HH:MM
                                 (default this host's zone)
   --max-attribute-length N      cut longer strings in spans and labels (default 4096)
+  --orphan-hold-max N           finished sections per job held while their parent has not been seen
+                                (exporter attached mid-job) (default 10000)
   --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
   --max-label-values N          distinct job/task/testcase/type values per metric; later ones are
                                 reported as __other__ (default 1000)
@@ -339,6 +345,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     maxFrameBytes: integer('max-frame-bytes', 64 * 1024 * 1024, 16, 2 ** 40),
     timezone,
     maxAttributeLength: integer('max-attribute-length', 4096, 16, 1 << 20),
+    orphanHoldMax: integer('orphan-hold-max', 10_000, 0, 1_000_000),
     logLevel: logLevel as LogLevel,
     reconnect: { initialMs: 250, maxMs: 10_000 },
     pollIntervalMs: 500,

@@ -99,8 +99,8 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     : undefined;
   if (capture) await capture.open();
   const tracker = capture
-    ? new CapturingTracker({ sink: fanout, logger, capture })
-    : new SectionTracker({ sink: fanout, logger });
+    ? new CapturingTracker({ sink: fanout, logger, capture, maxHeldOrphans: config.orphanHoldMax })
+    : new SectionTracker({ sink: fanout, logger, maxHeldOrphans: config.orphanHoldMax });
   const normalize = { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength };
   const pipeline = new Pipeline({ normalize, tracker, health, logger });
 

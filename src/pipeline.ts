@@ -7,6 +7,7 @@ import type { Logger } from './log.js';
 export interface IngestHealth {
   eventReceived(source: string): void;
   eventRejected(reason: string): void;
+  fieldDropped(reason: string): void;
 }
 
 export interface PipelineOptions {
@@ -27,7 +28,10 @@ export class Pipeline {
   ingest(streamId: string, source: string, raw: unknown): void {
     const { health, tracker } = this.options;
     health.eventReceived(source);
-    const outcome = normalize(raw, this.options.normalize);
+    // A bad descriptive field (name, times, xref, ...) costs that field, not the whole section.
+    const outcome = normalize(raw, this.options.normalize, (reason, detail) =>
+      this.dropField(streamId, source, reason, detail),
+    );
     if (!outcome.ok) {
       this.reject(streamId, source, outcome.reason, outcome.detail);
       return;
@@ -38,10 +42,22 @@ export class Pipeline {
   /** A frame or line that never became an event (undecodable pickle, oversize frame, bad JSON). */
   reject(streamId: string, source: string, reason: string, detail: string): void {
     this.options.health.eventRejected(reason);
-    const seen = (this.rejectionsByReason.get(reason) ?? 0) + 1;
-    this.rejectionsByReason.set(reason, seen);
-    if (seen === 1 || seen % LOG_EVERY === 0) {
-      this.options.logger.warn({ stream: streamId, source, reason, detail, count: seen }, 'event rejected');
+    if (this.logSampled(reason)) {
+      this.options.logger.warn({ stream: streamId, source, reason, detail }, 'event rejected');
+    }
+  }
+
+  /** True for the first occurrence of a key and every LOG_EVERY-th after it. */
+  private logSampled(key: string): boolean {
+    const seen = (this.rejectionsByReason.get(key) ?? 0) + 1;
+    this.rejectionsByReason.set(key, seen);
+    return seen === 1 || seen % LOG_EVERY === 0;
+  }
+
+  private dropField(streamId: string, source: string, reason: string, detail: string): void {
+    this.options.health.fieldDropped(reason);
+    if (this.logSampled(`field:${reason}`)) {
+      this.options.logger.warn({ stream: streamId, source, reason, detail }, 'event field dropped');
     }
   }
 

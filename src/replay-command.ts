@@ -19,7 +19,12 @@ export async function runReplay(
   const telemetry = buildTelemetry(config, logger);
   const zone = resolveZone(config.timezone);
   const clock = new ReplayClock();
-  const tracker = new SectionTracker({ sink: telemetry.fanout, logger, now: clock.now });
+  const tracker = new SectionTracker({
+    sink: telemetry.fanout,
+    logger,
+    now: clock.now,
+    maxHeldOrphans: config.orphanHoldMax,
+  });
   const pipeline = new Pipeline({
     normalize: { zone, maxStringLength: config.maxAttributeLength },
     tracker,

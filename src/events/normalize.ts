@@ -1,5 +1,6 @@
 // Raw event dict (from unpickling or JSON) → typed SectionEvent, or a rejection with a stable reason.
-// The wire types are not documented (DESIGN §1), so each field accepts every plausible encoding.
+// The wire types are not documented (DESIGN §1), so each field accepts every plausible encoding; with a
+// FieldDropHandler an unusable descriptive field is dropped (and reported) instead of losing the event.
 import {
   PyDateTime,
   PyGlobal,
@@ -8,6 +9,7 @@ import {
   PyTimezone,
   isPyDict,
   type PyDict,
+  type PyValue,
 } from '../reporter/pyvalues.js';
 import { resolveZone, type Zone } from './timezone.js';
 import {
@@ -27,6 +29,12 @@ export interface NormalizeOptions {
   /** Longer strings (names, reasons, paths) are cut to this many characters. */
   maxStringLength: number;
 }
+
+/**
+ * Told about each descriptive field (`type`, `id`, `name`, `starttime`, `stoptime`, `runtime`, `logfile`,
+ * `logs`, `xref`) that was dropped because its value is unusable; the event is kept without it.
+ */
+export type FieldDropHandler = (reason: RejectReason, detail: string) => void;
 
 // Sane bounds: anything outside is a corrupt or mis-typed value, not a test run.
 const MIN_TIME_MS = Date.UTC(1990, 0, 1);
@@ -64,18 +72,52 @@ class Rejection {
   ) {}
 }
 
-export function normalize(raw: unknown, options: NormalizeOptions): NormalizeOutcome {
+/**
+ * Validates one raw event. Without `onFieldDropped` any bad field rejects the event; with it, only the
+ * fields that place the event (`event`, `seq_num`, `parent_seq_num`) and its `result` do, and other bad
+ * fields are dropped and reported. Never throws.
+ */
+export function normalize(
+  raw: unknown,
+  options: NormalizeOptions,
+  onFieldDropped?: FieldDropHandler,
+): NormalizeOutcome {
   try {
-    return { ok: true, event: toSectionEvent(raw, options) };
+    return { ok: true, event: toSectionEvent(raw, options, onFieldDropped) };
   } catch (error) {
     if (error instanceof Rejection) return { ok: false, reason: error.reason, detail: error.detail };
-    throw error;
+    // A bug here must cost one event, not the stream: the subscriber would drop the event uncounted.
+    return { ok: false, reason: 'bad_field_type', detail: `normalizer failed: ${String(error)}` };
   }
 }
 
-function toSectionEvent(raw: unknown, options: NormalizeOptions): SectionEvent {
+/** A descriptive field's value is unusable: rejects the event, or with a drop handler reports and omits it. */
+function refuse(onDrop: FieldDropHandler | undefined, reason: RejectReason, detail: string): undefined {
+  if (onDrop === undefined) throw new Rejection(reason, detail);
+  onDrop(reason, detail);
+  return undefined;
+}
+
+/** An own property only: a dict from JSON may carry `__proto__` / `constructor` keys, never inherited ones. */
+function field(dict: PyDict, key: string): unknown {
+  const value = dict[key];
+  return value === undefined || Object.hasOwn(dict, key) ? value : undefined;
+}
+
+/**
+ * The event's own keys in a prototype-less dict (unpickled dicts already are one), so the hot path below reads
+ * fields directly and still never sees an inherited `constructor` or `toString`.
+ */
+function ownKeys(dict: PyDict): PyDict {
+  if (Object.getPrototypeOf(dict) === null) return dict;
+  const copy = Object.create(null) as PyDict;
+  for (const key of Object.keys(dict)) copy[key] = dict[key] as PyValue;
+  return copy;
+}
+
+function toSectionEvent(raw: unknown, options: NormalizeOptions, onDrop?: FieldDropHandler): SectionEvent {
   if (!isPyDict(raw)) throw new Rejection('not_a_dict', `event is ${describe(raw)}, not a dict`);
-  const dict = raw;
+  const dict = ownKeys(raw);
   const eventName = dict['event'];
   if (eventName === undefined || eventName === null) throw new Rejection('missing_event', 'no "event" key');
   if (typeof eventName !== 'string') {
@@ -90,35 +132,39 @@ function toSectionEvent(raw: unknown, options: NormalizeOptions): SectionEvent {
   const seqNum = integerField(dict, 'seq_num', 'bad_seq_num');
   if (seqNum === undefined) throw new Rejection('bad_seq_num', 'no "seq_num" key');
 
+  const max = options.maxStringLength;
   const event: SectionEvent = {
     phase,
-    event: eventName,
-    type: optionalString(dict, 'type', options) ?? TYPE_BY_SUFFIX[suffix.toLowerCase()] ?? capitalize(suffix),
+    event: clip(eventName, max),
+    type:
+      optionalString(dict, 'type', options, onDrop) ??
+      TYPE_BY_SUFFIX[suffix.toLowerCase()] ??
+      clip(capitalize(suffix), max),
     seqNum,
   };
   const parentSeqNum = integerField(dict, 'parent_seq_num', 'bad_parent_seq_num');
   if (parentSeqNum !== undefined) event.parentSeqNum = parentSeqNum;
-  const id = optionalString(dict, 'id', options);
+  const id = optionalString(dict, 'id', options, onDrop);
   if (id !== undefined) event.id = id;
-  const name = optionalString(dict, 'name', options);
+  const name = optionalString(dict, 'name', options, onDrop);
   if (name !== undefined) event.name = name;
 
-  const startTime = timeField(dict, 'starttime', options.zone);
+  const startTime = timeField(dict, 'starttime', options.zone, onDrop);
   if (startTime !== undefined) event.startTime = startTime;
-  const stopTime = timeField(dict, 'stoptime', options.zone);
-  if (stopTime !== undefined) event.stopTime = stopTime;
-  const runtime = runtimeField(dict['runtime']);
-  if (runtime !== undefined) event.runtime = runtime;
+  let stopTime = timeField(dict, 'stoptime', options.zone, onDrop);
   if (startTime !== undefined && stopTime !== undefined && stopTime < startTime) {
-    throw new Rejection('bad_time', 'stoptime is before starttime');
+    stopTime = refuse(onDrop, 'bad_time', 'stoptime is before starttime');
   }
+  if (stopTime !== undefined) event.stopTime = stopTime;
+  const runtime = runtimeField(dict['runtime'], onDrop);
+  if (runtime !== undefined) event.runtime = runtime;
 
   const result = resultField(dict['result'], options);
   if (result !== undefined) event.result = result;
 
-  const logfile = optionalString(dict, 'logfile', options) ?? logsFile(dict['logs'], options);
+  const logfile = optionalString(dict, 'logfile', options, onDrop) ?? logsFile(dict['logs'], options, onDrop);
   if (logfile !== undefined) event.logfile = logfile;
-  const xref = xrefField(dict['xref'], options);
+  const xref = xrefField(dict['xref'], options, onDrop);
   if (xref !== undefined) event.xref = xref;
   return event;
 }
@@ -135,21 +181,31 @@ function integerField(dict: PyDict, key: string, reason: RejectReason): number |
   return n;
 }
 
-function optionalString(dict: PyDict, key: string, options: NormalizeOptions): string | undefined {
+function optionalString(
+  dict: PyDict,
+  key: string,
+  options: NormalizeOptions,
+  onDrop: FieldDropHandler | undefined,
+): string | undefined {
   const value = dict[key];
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return clip(value, options.maxStringLength);
   if (typeof value === 'number' || typeof value === 'bigint') return String(value);
-  throw new Rejection('bad_field_type', `"${key}" is ${describe(value)}, not a string`);
+  return refuse(onDrop, 'bad_field_type', `"${key}" is ${describe(value)}, not a string`);
 }
 
-function timeField(dict: PyDict, key: string, zone: Zone): number | undefined {
+function timeField(
+  dict: PyDict,
+  key: string,
+  zone: Zone,
+  onDrop: FieldDropHandler | undefined,
+): number | undefined {
   const value = dict[key];
   if (value === undefined || value === null) return undefined;
   const ms = toEpochMs(value, zone);
-  if (ms === undefined) throw new Rejection('bad_time', `"${key}" is ${describe(value)}, not a time`);
+  if (ms === undefined) return refuse(onDrop, 'bad_time', `"${key}" is ${describe(value)}, not a time`);
   if (!(ms >= MIN_TIME_MS && ms < MAX_TIME_MS)) {
-    throw new Rejection('bad_time', `"${key}" is out of range (${String(ms)} ms since epoch)`);
+    return refuse(onDrop, 'bad_time', `"${key}" is out of range (${String(ms)} ms since epoch)`);
   }
   return ms;
 }
@@ -178,7 +234,9 @@ function tzOffsetMs(tz: PyTimezone | undefined, wall: number, zone: Zone): numbe
   return zone.offsetAtWallClock(wall);
 }
 
-// zoneinfo.ZoneInfo tzinfos name an IANA zone; resolve each name once.
+// zoneinfo.ZoneInfo tzinfos name an IANA zone; resolve each name once. Bounded, as the names come off the
+// wire: past the bound a name is resolved every time instead of being remembered.
+const MAX_NAMED_ZONES = 256;
 const namedZones = new Map<string, Zone | null>();
 function zoneByName(name: string, fallback: Zone): Zone {
   let zone = namedZones.get(name);
@@ -188,7 +246,7 @@ function zoneByName(name: string, fallback: Zone): Zone {
     } catch {
       zone = null;
     }
-    namedZones.set(name, zone);
+    if (namedZones.size < MAX_NAMED_ZONES) namedZones.set(name, zone);
   }
   return zone ?? fallback;
 }
@@ -198,12 +256,19 @@ function parseIsoTime(text: string, zone: Zone): number | undefined {
     if (/^-?\d+(\.\d+)?$/.test(text)) return epochNumberToMs(Number(text));
     return undefined;
   }
+  const month = Number(m[2]);
+  const day = Number(m[3]);
+  const hour = Number(m[4]);
+  const minute = Number(m[5]);
+  const second = Number(m[6] ?? '0');
+  // Date.UTC would roll month 13 or hour 99 over into a plausible-looking time.
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return undefined;
+  }
   const fraction = m[7] ?? '';
   // Keep microseconds: Date.parse would round them away.
   const subMs = fraction ? Number(`0.${fraction}`) * 1000 : 0;
-  const wall =
-    Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6] ?? '0')) +
-    subMs;
+  const wall = Date.UTC(Number(m[1]), month - 1, day, hour, minute, second) + subMs;
   if (!Number.isFinite(wall)) return undefined;
   const rest = text.slice(m[0].length);
   if (rest === '') return wall - zone.offsetAtWallClock(wall);
@@ -215,16 +280,16 @@ function parseIsoTime(text: string, zone: Zone): number | undefined {
   return wall - sign * offsetMin * 60_000;
 }
 
-function runtimeField(value: unknown): number | undefined {
+function runtimeField(value: unknown, onDrop: FieldDropHandler | undefined): number | undefined {
   if (value === undefined || value === null) return undefined;
   let seconds: number;
   if (typeof value === 'number') seconds = value;
   else if (typeof value === 'bigint') seconds = Number(value);
   else if (value instanceof PyTimedelta) seconds = value.totalSeconds();
   else if (typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim())) seconds = Number(value);
-  else throw new Rejection('bad_runtime', `"runtime" is ${describe(value)}, not a number of seconds`);
+  else return refuse(onDrop, 'bad_runtime', `"runtime" is ${describe(value)}, not a number of seconds`);
   if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_RUNTIME_S) {
-    throw new Rejection('bad_runtime', `"runtime" is ${String(seconds)} s`);
+    return refuse(onDrop, 'bad_runtime', `"runtime" is ${String(seconds)} s`);
   }
   return seconds;
 }
@@ -258,10 +323,10 @@ function parseResult(value: unknown, options: NormalizeOptions, depth: number): 
     return byClass === undefined ? undefined : { value: byClass };
   }
   if (isPyDict(value)) {
-    const inner = value['value'] ?? value['_value'] ?? value['name'];
+    const inner = field(value, 'value') ?? field(value, '_value') ?? field(value, 'name');
     const parsed = inner === undefined ? undefined : parseResult(inner, options, depth + 1);
     if (parsed === undefined) return undefined;
-    const reason = value['reason'];
+    const reason = field(value, 'reason');
     if (typeof reason === 'string' && reason !== '') parsed.reason = clip(reason, options.maxStringLength);
     return parsed;
   }
@@ -273,30 +338,59 @@ function resultValue(text: string): ResultValue | undefined {
   return RESULT_SET.has(lowered) ? (lowered as ResultValue) : undefined;
 }
 
-function logsFile(value: unknown, options: NormalizeOptions): string | undefined {
-  if (!isPyDict(value)) return undefined;
-  const file = value['file'];
-  return typeof file === 'string' ? clip(file, options.maxStringLength) : undefined;
-}
-
-function xrefField(value: unknown, options: NormalizeOptions): CodeLocation | undefined {
+// `logs` and `xref` are auxiliary: strict mode ignores a shape it does not know (as it always has); with a
+// drop handler that is reported, so nothing the reporter sent disappears without a trace.
+function logsFile(value: unknown, options: NormalizeOptions, onDrop?: FieldDropHandler): string | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value === 'string') {
-    const m = /^(.*):(\d+)$/.exec(value);
-    return m ? { file: clip(m[1] as string, options.maxStringLength), line: Number(m[2]) } : undefined;
-  }
-  if (!isPyDict(value)) return undefined;
-  const location: CodeLocation = {};
-  const file = value['file'];
-  if (typeof file === 'string') location.file = clip(file, options.maxStringLength);
-  const line = value['line'];
-  if (typeof line === 'number' && Number.isSafeInteger(line) && line >= 0) location.line = line;
-  else if (typeof line === 'bigint') location.line = Number(line);
-  return location.file === undefined && location.line === undefined ? undefined : location;
+  const file = isPyDict(value) ? field(value, 'file') : undefined;
+  if (typeof file === 'string') return clip(file, options.maxStringLength);
+  onDrop?.('bad_field_type', `"logs" is ${describe(value)}, not a dict with a "file" string`);
+  return undefined;
 }
 
+function xrefField(
+  value: unknown,
+  options: NormalizeOptions,
+  onDrop?: FieldDropHandler,
+): CodeLocation | undefined {
+  if (value === undefined || value === null) return undefined;
+  const location: CodeLocation = {};
+  if (typeof value === 'string') {
+    // Bounded before the regex: a huge string would otherwise be scanned for its last colon in full.
+    const m = /^(.*):(\d{1,9})$/.exec(value.length > 4 * options.maxStringLength ? '' : value);
+    if (m) {
+      location.file = clip(m[1] as string, options.maxStringLength);
+      location.line = Number(m[2]);
+    }
+  } else if (isPyDict(value)) {
+    const file = field(value, 'file');
+    if (typeof file === 'string') location.file = clip(file, options.maxStringLength);
+    const line = field(value, 'line');
+    if (typeof line === 'number' && Number.isSafeInteger(line) && line >= 0) location.line = line;
+    else if (typeof line === 'bigint' && line >= 0n && line <= BigInt(Number.MAX_SAFE_INTEGER)) {
+      location.line = Number(line);
+    }
+  }
+  if (location.file === undefined && location.line === undefined) {
+    onDrop?.('bad_field_type', `"xref" is ${describe(value)}, not a file and line`);
+    return undefined;
+  }
+  return location;
+}
+
+/** Cut to `max` UTF-16 units, and well-formed: a lone surrogate (JSON `\ud800`, or a pair cut in two) becomes
+ * U+FFFD, since OTLP and the Prometheus text format need valid UTF-8 and one bad string fails a whole batch. */
 function clip(text: string, max: number): string {
-  return text.length > max ? text.slice(0, max) : text;
+  const cut = text.length > max ? text.slice(0, max) : text;
+  return (cut as string & WellFormedString).isWellFormed()
+    ? cut
+    : (cut as string & WellFormedString).toWellFormed();
+}
+
+/** ES2024 string methods (Node >= 20); the project's lib is ES2023. */
+interface WellFormedString {
+  isWellFormed(): boolean;
+  toWellFormed(): string;
 }
 
 function capitalize(text: string): string {

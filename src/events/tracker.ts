@@ -1,6 +1,6 @@
 // Section tracker: one table per stream (reporter connection, ingest stream, replay file), keyed by
-// seq_num. Pairs init_/start_/stop_ events into FinishedSection records, ends what is left open as
-// abandoned when the stream ends, and releases each section as soon as it is finished.
+// seq_num. Pairs init_/start_/stop_ events into FinishedSection records, holds finished sections whose
+// parent is unseen, ends what is left open as abandoned when the stream ends, and releases each job's state.
 import type { Logger } from '../log.js';
 import { runIdFor, spanIdFor, traceIdFor } from './ids.js';
 import {
@@ -18,19 +18,43 @@ import {
 const TESTCASE_TYPES: ReadonlySet<string> = new Set(['CommonSetup', 'Testcase', 'CommonCleanup']);
 const SUITE_TYPE = 'TestSuite';
 const TASK_TYPE = 'Task';
-/** Finished records held back while the suite's start time (part of the trace id) is not yet known. */
-const MAX_PENDING = 10_000;
+
+/** No parent: the `heldByParent` key of sections whose parent would make a cycle (no event releases them). */
+const NO_PARENT = -1;
+/** How far up the parent chain a cycle is looked for; pyATS nests a few levels, never hundreds. */
+const MAX_ANCESTRY = 256;
+
+export const DEFAULT_MAX_PENDING = 10_000;
+export const DEFAULT_MAX_HELD_ORPHANS = 10_000;
 
 export interface TrackerOptions {
   sink: SectionSink;
   logger: Logger;
   /** Wall clock in epoch ms, used to end abandoned sections. */
   now?: () => number;
+  /**
+   * Records of one job held back while the suite's start time (part of the trace id) is not yet known;
+   * past this the job's identity is fixed from what was seen. Default 10,000.
+   */
+  maxPending?: number;
+  /**
+   * Finished sections of one job held while their parent has not been seen (exporter attached mid-job);
+   * past this the oldest is released, linked to its parent's deterministic span id and flagged orphan.
+   * Default 10,000.
+   */
+  maxHeldOrphans?: number;
 }
 
 export interface TrackerStats {
   streams: number;
+  /** Sections seen (init/start) and not stopped yet. */
   openSections: number;
+  /** Finished sections waiting for their parent to be seen. */
+  heldOrphans: number;
+  /** Starts and finished sections waiting for the job's identity (the suite's start time). */
+  pendingRecords: number;
+  /** seq_nums remembered as finished, for idempotence, over all open jobs. */
+  finishedSeqNums: number;
 }
 
 interface TrackedSection {
@@ -44,19 +68,23 @@ interface TrackedSection {
   xref?: CodeLocation;
   task: string;
   testcase?: string;
-  /** sectionStarted was emitted for it. */
+  /** sectionStarted was emitted for it (or is queued to be). */
   started: boolean;
-  /** Its parent had not been seen when it was first seen. */
-  orphan: boolean;
 }
 
-/** What is known about a section when it ends; the tracker fills the ids in once the job is fixed. */
-type SectionEnd = Omit<FinishedSection, 'job' | 'spanId' | 'parentSpanId'>;
+/**
+ * What is known about a section when it ends; the tracker fills the ids in once the job is fixed.
+ * `linkSeq` overrides the span parent: a seq_num to link to instead of `parentSeqNum`, or null for none.
+ */
+type SectionEnd = Omit<FinishedSection, 'job' | 'spanId' | 'parentSpanId'> & { linkSeq?: number | null };
 
 class JobState {
   readonly sections = new Map<number, TrackedSection>();
-  /** seq_nums already finished: repeated events for them are ignored (idempotence). */
-  readonly finished = new Set<number>();
+  /**
+   * seq_nums already finished, with their parent_seq_num (NO_PARENT for none): repeated events for them are
+   * ignored (idempotence), and the parents let a link that would close a cycle be refused.
+   */
+  readonly finished = new Map<number, number>();
   readonly counts = Object.fromEntries(RESULT_VALUES.map((r) => [r, 0])) as Record<ResultValue, number>;
   suiteSeq?: number;
   suiteId?: string;
@@ -67,9 +95,22 @@ class JobState {
   ended = false;
   earliestTime?: number;
   info?: JobInfo;
+  /** Finished records waiting for the job's identity. */
   pending: SectionEnd[] = [];
+  /** Started sections whose sectionStarted waits for the job's identity. */
+  pendingStarts: TrackedSection[] = [];
+  /** Finished sections whose parent is unseen, by seq_num, with the parent they wait for; oldest first. */
+  readonly held = new Map<number, { end: SectionEnd; waitsFor: number }>();
+  /** seq_nums in `held`, by the parent they wait for. */
+  readonly heldByParent = new Map<number, number[]>();
+  warnedHeldOverflow = false;
+  /**
+   * The finished job this one followed on the same stream, kept until this one's suite start time shows
+   * whether it is a new run or the same run replayed (then this one is dropped and that one restored).
+   */
+  previous?: JobState;
 
-  constructor(readonly fallbackTag: string) {}
+  constructor(readonly streamId: string) {}
 }
 
 export class SectionTracker {
@@ -77,28 +118,39 @@ export class SectionTracker {
   private readonly sink: SectionSink;
   private readonly logger: Logger;
   private readonly now: () => number;
+  private readonly maxPending: number;
+  private readonly maxHeldOrphans: number;
 
   constructor(options: TrackerOptions) {
     this.sink = options.sink;
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
+    this.maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
+    this.maxHeldOrphans = options.maxHeldOrphans ?? DEFAULT_MAX_HELD_ORPHANS;
   }
 
   stats(): TrackerStats {
-    let openSections = 0;
-    for (const job of this.streams.values()) openSections += job.sections.size;
-    return { streams: this.streams.size, openSections };
+    const stats: TrackerStats = {
+      streams: this.streams.size,
+      openSections: 0,
+      heldOrphans: 0,
+      pendingRecords: 0,
+      finishedSeqNums: 0,
+    };
+    for (const job of this.streams.values()) {
+      stats.openSections += job.sections.size;
+      stats.heldOrphans += job.held.size;
+      stats.pendingRecords += job.pending.length + job.pendingStarts.length;
+      stats.finishedSeqNums += job.finished.size;
+    }
+    return stats;
   }
 
   onEvent(streamId: string, event: SectionEvent): void {
     let job = this.streams.get(streamId);
-    // A new TestSuite on a stream whose previous job ended starts a new job (and a new trace).
-    if (job !== undefined && event.type === SUITE_TYPE && event.phase !== 'stop' && job.ended) {
-      this.endJob(job);
-      job = undefined;
-    }
+    if (job !== undefined && event.type === SUITE_TYPE) job = this.jobForSuiteEvent(job, event);
     if (job === undefined) {
-      job = new JobState(`${streamId}`);
+      job = new JobState(streamId);
       this.streams.set(streamId, job);
     }
     noteTime(job, event.startTime);
@@ -110,24 +162,16 @@ export class SectionTracker {
       );
       return;
     }
-    if (event.type === SUITE_TYPE && job.suiteSeq === undefined) {
-      job.suiteSeq = event.seqNum;
-    }
+    if (event.type === SUITE_TYPE && job.suiteSeq === undefined) job.suiteSeq = event.seqNum;
     if (event.seqNum === job.suiteSeq) {
       job.suiteId ??= event.id ?? event.name;
       if (event.startTime !== undefined) job.suiteStart ??= event.startTime;
+      if (job.previous !== undefined && job.suiteStart !== undefined && this.restoreIfReplay(job)) return;
     }
-    switch (event.phase) {
-      case 'init':
-        this.track(job, event);
-        break;
-      case 'start':
-        this.onStart(job, event);
-        break;
-      case 'stop':
-        this.onStop(job, event);
-        break;
-    }
+    const section = this.track(job, event);
+    if (event.phase === 'start') this.onStart(job, section);
+    else if (event.phase === 'stop') this.onStop(job, section, event);
+    if (job.heldByParent.size > 0) this.releaseChildren(job, section);
   }
 
   /** The stream ended (disconnect, end of file): everything still open is abandoned. */
@@ -143,11 +187,56 @@ export class SectionTracker {
     for (const streamId of [...this.streams.keys()]) this.endStream(streamId);
   }
 
+  /**
+   * The job a TestSuite event belongs to. pyATS has one TestSuite per job, so a TestSuite other than the
+   * current one (another seq_num, another start time, or any new one after the current job finished)
+   * starts a new job on the stream; a repeat of the finished suite's own events stays with it (ignored).
+   */
+  private jobForSuiteEvent(job: JobState, event: SectionEvent): JobState {
+    const sameSeq = job.suiteSeq === undefined || event.seqNum === job.suiteSeq;
+    const sameStart =
+      event.startTime === undefined || job.suiteStart === undefined || event.startTime === job.suiteStart;
+    const id = event.id ?? event.name;
+    const sameId = id === undefined || job.suiteId === undefined || id === job.suiteId;
+    if (job.ended) {
+      // init_ carries no start time, so an init of the same seq_num is taken as a new run.
+      if (sameSeq && (event.phase === 'stop' || (event.phase === 'start' && sameStart))) return job;
+    } else if (sameSeq && (event.phase === 'stop' || (sameStart && sameId))) {
+      return job;
+    }
+    const finished = job.ended;
+    this.endJob(job);
+    const next = new JobState(job.streamId);
+    if (finished && job.info !== undefined) next.previous = job;
+    this.streams.set(job.streamId, next);
+    return next;
+  }
+
+  /**
+   * A new job whose suite turns out to have the previous job's seq_num, id and start time is that job
+   * replayed: nothing of it was emitted yet (it waited for its identity), so drop it and keep the old one.
+   */
+  private restoreIfReplay(job: JobState): boolean {
+    const previous = job.previous;
+    job.previous = undefined;
+    if (
+      previous === undefined ||
+      job.info !== undefined ||
+      previous.suiteSeq !== job.suiteSeq ||
+      previous.suiteStart !== job.suiteStart ||
+      (job.suiteId !== undefined && previous.suiteId !== job.suiteId)
+    ) {
+      return false;
+    }
+    this.logger.debug({ stream: job.streamId, job: previous.suiteId }, 'replayed job ignored');
+    this.streams.set(job.streamId, previous);
+    return true;
+  }
+
   private track(job: JobState, event: SectionEvent): TrackedSection {
     let section = job.sections.get(event.seqNum);
     if (section === undefined) {
       const parent = event.parentSeqNum === undefined ? undefined : job.sections.get(event.parentSeqNum);
-      const isRoot = event.parentSeqNum === undefined || event.seqNum === job.suiteSeq;
       section = {
         seqNum: event.seqNum,
         type: event.type,
@@ -156,7 +245,6 @@ export class SectionTracker {
             ? (event.id ?? event.name ?? String(event.seqNum))
             : inheritTask(job, event, parent),
         started: false,
-        orphan: !isRoot && parent === undefined && !job.finished.has(event.parentSeqNum as number),
       };
       const testcase = TESTCASE_TYPES.has(event.type) ? (event.id ?? event.name) : parent?.testcase;
       if (testcase !== undefined) section.testcase = testcase;
@@ -172,26 +260,28 @@ export class SectionTracker {
     return section;
   }
 
-  private onStart(job: JobState, event: SectionEvent): void {
-    const section = this.track(job, event);
-    if (event.seqNum === job.suiteSeq) {
+  private onStart(job: JobState, section: TrackedSection): void {
+    if (section.seqNum === job.suiteSeq) {
       job.suiteStarted = true;
       this.flushPending(job);
     }
-    if (!section.started) {
-      section.started = true;
-      this.sink.sectionStarted({
-        job: this.jobInfoForStart(job),
-        seqNum: section.seqNum,
-        type: section.type,
-        task: section.task,
-      });
+    if (section.started) return;
+    section.started = true;
+    if (this.waiting(job) && this.pendingCount(job) < this.maxPending) {
+      job.pendingStarts.push(section);
+      return;
     }
+    this.flushPending(job, true);
+    this.sink.sectionStarted({
+      job: this.jobInfo(job),
+      seqNum: section.seqNum,
+      type: section.type,
+      task: section.task,
+    });
   }
 
-  private onStop(job: JobState, event: SectionEvent): void {
+  private onStop(job: JobState, section: TrackedSection, event: SectionEvent): void {
     // A stop whose start was never seen (attached mid-job, or events out of order) is complete on its own.
-    const section = this.track(job, event);
     const stopTime =
       event.stopTime ??
       (section.startTime !== undefined && event.runtime !== undefined
@@ -204,10 +294,9 @@ export class SectionTracker {
       reason: 'stop event carried no result',
     };
     job.sections.delete(section.seqNum);
-    job.finished.add(section.seqNum);
+    job.finished.set(section.seqNum, section.parentSeqNum ?? NO_PARENT);
     if (TESTCASE_TYPES.has(section.type)) job.counts[result.value] += 1;
-    this.emit(job, {
-      ...describeSection(section),
+    this.finish(job, section, {
       startTime,
       stopTime: Math.max(stopTime, startTime),
       runtime: event.runtime ?? Math.max(0, (stopTime - startTime) / 1000),
@@ -224,24 +313,138 @@ export class SectionTracker {
     }
   }
 
+  /** Emits a finished section, or holds it while its parent is unseen (its span would point nowhere). */
+  private finish(
+    job: JobState,
+    section: TrackedSection,
+    outcome: Pick<SectionEnd, 'startTime' | 'stopTime' | 'runtime' | 'result' | 'incomplete'>,
+  ): void {
+    const end: SectionEnd = { ...describeSection(section), ...outcome };
+    let parent = section.parentSeqNum;
+    if (
+      parent === undefined ||
+      section.seqNum === job.suiteSeq ||
+      this.parentSeen(job, section.seqNum, parent)
+    ) {
+      this.emit(job, end);
+      return;
+    }
+    // A section naming itself or a descendant as parent waits for nothing but the root.
+    if (job.sections.has(parent) || job.finished.has(parent)) parent = NO_PARENT;
+    if (job.ended || (parent === NO_PARENT && job.suiteSeq !== undefined)) {
+      // The job is over: the parent will not come any more.
+      this.emit(job, this.unlinked(job, end));
+      return;
+    }
+    job.held.set(end.seqNum, { end, waitsFor: parent });
+    const siblings = job.heldByParent.get(parent);
+    if (siblings === undefined) job.heldByParent.set(parent, [end.seqNum]);
+    else siblings.push(end.seqNum);
+    if (job.held.size > this.maxHeldOrphans) this.evictOldestHeld(job);
+  }
+
+  /** `parent` was seen, and linking `seqNum` to it closes no cycle (a corrupt stream can name a descendant). */
+  private parentSeen(job: JobState, seqNum: number, parent: number | undefined): boolean {
+    if (parent === undefined) return true;
+    if (!job.sections.has(parent) && !job.finished.has(parent)) return false;
+    let ancestor: number | undefined = parent;
+    for (let steps = 0; ancestor !== undefined && ancestor !== NO_PARENT && steps < MAX_ANCESTRY; steps++) {
+      if (ancestor === seqNum) return false;
+      ancestor = job.sections.get(ancestor)?.parentSeqNum ?? job.finished.get(ancestor);
+    }
+    return true;
+  }
+
+  /** An orphan whose parent will never be seen: re-parented to the job's root when known, else unlinked. */
+  private unlinked(job: JobState, end: SectionEnd): SectionEnd {
+    const root = job.suiteSeq;
+    const linkSeq = root !== undefined && root !== end.seqNum ? root : null;
+    return { ...end, orphan: true, linkSeq };
+  }
+
+  /** `parent` was seen: its held children keep their deterministic link to it, and inherit its context. */
+  private releaseChildren(job: JobState, parent: TrackedSection): void {
+    const children = job.heldByParent.get(parent.seqNum);
+    if (children === undefined) return;
+    job.heldByParent.delete(parent.seqNum);
+    for (const seqNum of children) {
+      const end = job.held.get(seqNum)?.end;
+      if (end === undefined) continue;
+      job.held.delete(seqNum);
+      if (end.task === 'unknown') end.task = parent.task;
+      if (end.testcase === undefined && !TESTCASE_TYPES.has(end.type) && parent.testcase !== undefined) {
+        end.testcase = parent.testcase;
+      }
+      this.emit(job, end);
+    }
+  }
+
+  private evictOldestHeld(job: JobState): void {
+    const oldest = job.held.values().next();
+    if (oldest.done === true) return;
+    const { end, waitsFor: parent } = oldest.value;
+    job.held.delete(end.seqNum);
+    const siblings = job.heldByParent.get(parent);
+    if (siblings !== undefined) {
+      siblings.splice(siblings.indexOf(end.seqNum), 1);
+      if (siblings.length === 0) job.heldByParent.delete(parent);
+    }
+    if (!job.warnedHeldOverflow) {
+      job.warnedHeldOverflow = true;
+      this.logger.warn(
+        { stream: job.streamId, max: this.maxHeldOrphans },
+        'too many sections waiting for unseen parents; releasing the oldest as orphans',
+      );
+    }
+    // Its parent may still come: keep the deterministic link, flagged because it was never checked.
+    this.emit(job, parent === NO_PARENT ? this.unlinked(job, end) : { ...end, orphan: true });
+  }
+
+  /** End of the job: parents not seen by now will not come, so those sections are re-parented or unlinked. */
+  private releaseAllHeld(job: JobState): void {
+    if (job.held.size === 0) return;
+    const held = [...job.held.values()].map((h) => h.end);
+    job.held.clear();
+    job.heldByParent.clear();
+    this.logger.debug(
+      { stream: job.streamId, job: job.suiteId ?? 'unknown', count: held.length },
+      'sections whose parent was never seen',
+    );
+    for (const end of held) {
+      // Its parent may have been seen by the event that ended the job (the suite's own stop).
+      const linked = this.parentSeen(job, end.seqNum, end.parentSeqNum);
+      this.emit(job, linked ? end : this.unlinked(job, end));
+    }
+  }
+
   private endJob(job: JobState): void {
+    const previous = job.previous;
+    job.previous = undefined;
+    if (previous !== undefined && isBareRepeat(job, previous)) {
+      this.logger.debug(
+        { stream: job.streamId, job: previous.suiteId },
+        'repeated init of a finished job ignored',
+      );
+      return;
+    }
+    // From here nothing waits for the suite's start time any more.
+    job.suiteStarted = true;
     if (job.sections.size > 0) {
       const now = this.now();
       // Children first (higher seq_nums started later), so a parent never ends before its children.
       const open = [...job.sections.values()].sort((a, b) => b.seqNum - a.seqNum);
       this.logger.warn(
-        { job: job.suiteId ?? 'unknown', open: open.length },
+        { stream: job.streamId, job: job.suiteId ?? 'unknown', open: open.length },
         'stream ended with sections still open; ending them as abandoned',
       );
       for (const section of open) {
         job.sections.delete(section.seqNum);
-        job.finished.add(section.seqNum);
+        job.finished.set(section.seqNum, section.parentSeqNum ?? NO_PARENT);
         const startTime = section.startTime ?? now;
         const stopTime = Math.max(now, startTime);
         const result: SectionResult = { value: 'aborted', reason: 'job ended before the section stopped' };
         if (TESTCASE_TYPES.has(section.type)) job.counts.aborted += 1;
-        this.emit(job, {
-          ...describeSection(section),
+        this.finish(job, section, {
           startTime,
           stopTime,
           runtime: (stopTime - startTime) / 1000,
@@ -250,12 +453,13 @@ export class SectionTracker {
         });
       }
     }
-    job.suiteStarted = true;
-    this.flushPending(job);
+    this.releaseAllHeld(job);
+    this.flushPending(job, true);
     if (!job.ended && (job.info !== undefined || job.suiteSeq !== undefined)) this.finishJob(job, true);
   }
 
   private finishJob(job: JobState, incomplete: boolean): void {
+    this.releaseAllHeld(job);
     job.ended = true;
     const info = this.jobInfo(job);
     const stopTime = job.suiteStop ?? this.now();
@@ -271,17 +475,23 @@ export class SectionTracker {
     });
   }
 
-  /**
-   * The trace id includes the suite's start time, so a finished section waits (bounded) until the suite
-   * has started; a job that never shows its suite (attached mid-job) is fixed from what was seen.
-   */
-  private emit(job: JobState, end: SectionEnd): void {
-    const waiting =
+  /** The trace id includes the suite's start time: while the suite is known but not started, records wait. */
+  private waiting(job: JobState): boolean {
+    return (
       job.info === undefined &&
       job.suiteSeq !== undefined &&
       job.suiteStart === undefined &&
-      !job.suiteStarted;
-    if (waiting && job.pending.length < MAX_PENDING) {
+      !job.suiteStarted
+    );
+  }
+
+  private pendingCount(job: JobState): number {
+    return job.pending.length + job.pendingStarts.length;
+  }
+
+  /** Emits a finished section, or queues it (bounded) while the job's identity is not known yet. */
+  private emit(job: JobState, end: SectionEnd): void {
+    if (this.waiting(job) && this.pendingCount(job) < this.maxPending) {
       job.pending.push(end);
       return;
     }
@@ -289,37 +499,57 @@ export class SectionTracker {
     this.deliver(job, end);
   }
 
+  /** Starts first, so a section's start always reaches the sinks before its end. */
   private flushPending(job: JobState, force = false): void {
-    if (job.pending.length === 0 || (!force && !job.suiteStarted)) return;
-    const pending = job.pending;
+    if (this.pendingCount(job) === 0 || (!force && this.waiting(job))) return;
+    const starts = job.pendingStarts;
+    const ends = job.pending;
+    job.pendingStarts = [];
     job.pending = [];
-    for (const end of pending) this.deliver(job, end);
+    const info = this.jobInfo(job);
+    for (const section of starts) {
+      this.sink.sectionStarted({ job: info, seqNum: section.seqNum, type: section.type, task: section.task });
+    }
+    for (const end of ends) this.deliver(job, end);
   }
 
   private deliver(job: JobState, end: SectionEnd): void {
     const info = this.jobInfo(job);
-    const record: FinishedSection = { ...end, job: info, spanId: spanIdFor(info.runId, end.seqNum) };
-    if (end.parentSeqNum !== undefined && end.seqNum !== job.suiteSeq) {
-      record.parentSpanId = spanIdFor(info.runId, end.parentSeqNum);
+    const { linkSeq, ...section } = end;
+    const record: FinishedSection = { ...section, job: info, spanId: spanIdFor(info.runId, end.seqNum) };
+    const link = linkSeq === undefined ? end.parentSeqNum : linkSeq;
+    if (link !== undefined && link !== null && end.seqNum !== job.suiteSeq) {
+      record.parentSpanId = spanIdFor(info.runId, link);
     }
     this.sink.sectionFinished(record);
-  }
-
-  private jobInfoForStart(job: JobState): JobInfo {
-    // In-progress gauges only need the job id; do not fix the run identity early for them.
-    return job.info ?? { jobId: job.suiteId ?? 'unknown', runId: '', traceId: '' };
   }
 
   private jobInfo(job: JobState): JobInfo {
     if (job.info === undefined) {
       const jobId = job.suiteId ?? 'unknown';
       const fallback =
-        job.earliestTime !== undefined ? new Date(job.earliestTime).toISOString() : job.fallbackTag;
+        job.earliestTime !== undefined ? new Date(job.earliestTime).toISOString() : job.streamId;
       const runId = runIdFor(jobId, job.suiteStart, fallback);
       job.info = { jobId, runId, traceId: traceIdFor(runId) };
+      job.previous = undefined;
     }
     return job.info;
   }
+}
+
+/** Nothing but an init_ of the previous job's own suite (same seq_num and id) was seen: a repeat, not a run. */
+function isBareRepeat(job: JobState, previous: JobState): boolean {
+  const suite = job.suiteSeq === undefined ? undefined : job.sections.get(job.suiteSeq);
+  return (
+    suite !== undefined &&
+    !suite.started &&
+    job.sections.size === 1 &&
+    job.finished.size === 0 &&
+    job.held.size === 0 &&
+    job.info === undefined &&
+    suite.seqNum === previous.suiteSeq &&
+    (job.suiteId === undefined || job.suiteId === previous.suiteId)
+  );
 }
 
 function noteTime(job: JobState, time: number | undefined): void {
@@ -342,7 +572,7 @@ function describeSection(
     seqNum: section.seqNum,
     type: section.type,
     task: section.task,
-    orphan: section.orphan,
+    orphan: false,
     started: section.started,
   };
   if (section.parentSeqNum !== undefined) described.parentSeqNum = section.parentSeqNum;

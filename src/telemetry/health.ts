@@ -16,6 +16,7 @@ export interface ExporterHealthOptions {
 export class ExporterHealth {
   private readonly eventsReceived: Counter<'source'>;
   private readonly eventsRejected: Counter<'reason'>;
+  private readonly fieldsDropped: Counter<'reason'>;
   private readonly connectionsOpen: Gauge;
   private readonly connectionsTotal: Counter;
   private readonly disconnects: Counter<'reason'>;
@@ -41,6 +42,12 @@ export class ExporterHealth {
       registers,
     });
     for (const reason of REJECT_REASONS) this.eventsRejected.inc({ reason }, 0);
+    this.fieldsDropped = new Counter({
+      name: 'pyats_exporter_event_fields_dropped_total',
+      help: 'Unusable descriptive fields dropped from events that were kept, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
 
     // `_open` rather than the bare name: in OpenMetrics the counter below is the family
     // `pyats_exporter_reporter_connections`, and a gauge of that name would clash with it.
@@ -97,6 +104,11 @@ export class ExporterHealth {
   /** An event or frame was refused: a normalizer `RejectReason` or a frame-level one (`decode_error`, ...). */
   eventRejected(reason: string): void {
     this.eventsRejected.inc({ reason });
+  }
+
+  /** A field of an event was unusable and dropped; the event itself was kept. */
+  fieldDropped(reason: string): void {
+    this.fieldsDropped.inc({ reason });
   }
 
   /** A configured socket path: its `reporter_up` series exists (at 0) before the first connection. */

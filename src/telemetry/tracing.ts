@@ -319,8 +319,14 @@ class QueueCount {
   size = 0;
 }
 
-/** Reports each batch's ExportResult to the hooks, and tells the queue guard the batch left the queue. */
+/**
+ * Reports each batch's ExportResult to the hooks, and tells the queue guard the batch left the queue. While the
+ * backend is down every batch fails; the counter has the numbers, so the log gets one warning when an outage
+ * starts and one line when export recovers, not one per batch for hours.
+ */
 class CountingSpanExporter implements SpanExporter {
+  private outage = { batches: 0, spans: 0 };
+
   constructor(
     private readonly inner: SpanExporter,
     private readonly queue: QueueCount,
@@ -334,9 +340,19 @@ class CountingSpanExporter implements SpanExporter {
     const done = (result: ExportResult): void => {
       if (result.code === ExportResultCode.SUCCESS) {
         this.hooks.spansExported(count);
+        if (this.outage.batches > 0) {
+          this.logger.info(
+            { failedBatches: this.outage.batches, droppedSpans: this.outage.spans },
+            'span export recovered',
+          );
+          this.outage = { batches: 0, spans: 0 };
+        }
       } else {
         this.hooks.spansDropped(count, 'export_failed');
-        this.logger.warn({ err: result.error, spans: count }, 'span export failed');
+        const log = this.outage.batches === 0 ? this.logger.warn : this.logger.debug;
+        log.call(this.logger, { err: result.error, spans: count }, 'span export failed');
+        this.outage.batches += 1;
+        this.outage.spans += count;
       }
       resultCallback(result);
     };

@@ -187,4 +187,150 @@ describe('normalize', () => {
     expect(ok(raw).seqNum).toBe(1);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
   });
+
+  it('never reads inherited keys of a JSON-style dict', () => {
+    // An object whose prototype carries the fields (what `obj['__proto__'] = {...}` builds) is not a dict.
+    const polluted = Object.create({ event: 'start_task', seq_num: 1 }) as Record<string, unknown>;
+    expect(reason(polluted)).toBe('not_a_dict');
+    // JSON.parse keeps `__proto__` as an own key, and inherited names such as `constructor` and `toString`
+    // are never taken for fields.
+    const parsed = JSON.parse(
+      '{"event":"stop_task","seq_num":3,"__proto__":{"id":"evil","result":"passed"},"constructor":1}',
+    ) as unknown;
+    const event = ok(parsed);
+    expect(event).toEqual({ phase: 'stop', event: 'stop_task', type: 'Task', seqNum: 3 });
+    const inherited = JSON.parse('{"event":"stop_task","seq_num":3,"result":{"reason":"x"}}') as unknown;
+    // `value` / `name` are not own keys of the result dict, so there is no result (not Object's `name`).
+    expect(reason(inherited)).toBe('bad_result');
+  });
+
+  it('makes every string well-formed and cuts huge ones, the event name and derived type included', () => {
+    const loneSurrogates = dict({
+      event: 'start_section',
+      seq_num: 1,
+      id: 'a\ud800b',
+      name: 'x\udfff',
+      logfile: '\ud83d',
+    });
+    expect(ok(loneSurrogates)).toMatchObject({ id: 'a\ufffdb', name: 'x\ufffd', logfile: '\ufffd' });
+    // A cut through a surrogate pair must not leave half of it.
+    const emoji = ok(dict({ event: 'start_step', seq_num: 1, name: `${'x'.repeat(63)}\u{1F600}` }));
+    expect(emoji.name).toHaveLength(64);
+    expect((emoji.name as string & { isWellFormed(): boolean }).isWellFormed()).toBe(true);
+    const huge = 'y'.repeat(5_000_000);
+    const event = ok(dict({ event: `start_${huge}`, seq_num: 1, id: huge, xref: `${huge}:12` }));
+    expect(event.event).toHaveLength(64);
+    expect(event.type).toHaveLength(64);
+    expect(event.id).toHaveLength(64);
+  });
+
+  it('never throws, whatever the dict holds', () => {
+    const hostile: unknown[] = [
+      undefined,
+      Symbol('x'),
+      () => 1,
+      new Uint8Array(4),
+      dict({ event: 'start_task', seq_num: 1, starttime: new PyDateTime(99999, 99, 99, 99, 99, 99, 9e9) }),
+      dict({ event: 'start_task', seq_num: 1, starttime: new PyDateTime(NaN, 1, 1, 0, 0, 0, 0) }),
+      dict({
+        event: 'start_task',
+        seq_num: 1,
+        starttime: new PyDateTime(2024, 1, 1, 0, 0, 0, 0, new PyTimezone(undefined, 'No/Such_Zone')),
+      }),
+      dict({ event: 'stop_task', seq_num: 1, runtime: new PyTimedelta(1e308, 1e308, 0) }),
+      dict({ event: 'stop_task', seq_num: 1, result: new PyObject('m', 'C', [], new PyObject('m', 'C')) }),
+      dict({ event: 'start_task', seq_num: 2n ** 80n }),
+      dict({ event: 'start_task', seq_num: 1, id: Symbol('x') }),
+      dict({ event: 'start_task', seq_num: 1, xref: dict({ file: 5, line: -3n }) }),
+    ];
+    for (const raw of hostile) {
+      const outcome = normalize(raw, utc);
+      expect(typeof outcome.ok).toBe('boolean');
+      expect(normalize(raw, utc, () => undefined).ok).toBeTypeOf('boolean');
+    }
+  });
+
+  describe('with a field drop handler', () => {
+    function lenient(raw: unknown) {
+      const dropped: Array<[string, string]> = [];
+      const outcome = normalize(raw, utc, (why, detail) => dropped.push([why, detail]));
+      return { outcome, dropped, reasons: dropped.map(([why]) => why) };
+    }
+
+    it('keeps the event without the bad descriptive fields and reports each', () => {
+      const { outcome, reasons } = lenient(
+        dict({
+          event: 'stop_testcase',
+          type: ['Testcase'],
+          seq_num: 4,
+          parent_seq_num: 2,
+          id: dict({}),
+          name: 'tc',
+          starttime: Number.NaN,
+          stoptime: -1,
+          runtime: -3,
+          result: 'passed',
+          logs: 'TaskLog',
+          xref: 42,
+        }),
+      );
+      expect(outcome).toEqual({
+        ok: true,
+        event: {
+          phase: 'stop',
+          event: 'stop_testcase',
+          type: 'Testcase',
+          seqNum: 4,
+          parentSeqNum: 2,
+          name: 'tc',
+          result: { value: 'passed' },
+        },
+      });
+      expect(reasons).toEqual([
+        'bad_field_type',
+        'bad_field_type',
+        'bad_time',
+        'bad_time',
+        'bad_runtime',
+        'bad_field_type',
+        'bad_field_type',
+      ]);
+    });
+
+    it('drops a stoptime before the starttime and absurd runtimes and times', () => {
+      const start = '2024-01-01T00:00:02Z';
+      const { outcome, reasons } = lenient(
+        dict({
+          event: 'stop_task',
+          seq_num: 1,
+          starttime: start,
+          stoptime: '2024-01-01T00:00:01Z',
+          runtime: 1e12,
+        }),
+      );
+      expect(outcome.ok && outcome.event.startTime).toBe(Date.UTC(2024, 0, 1, 0, 0, 2));
+      expect(outcome.ok && outcome.event.stopTime).toBeUndefined();
+      expect(reasons).toEqual(['bad_time', 'bad_runtime']);
+      expect(lenient(dict({ event: 'start_task', seq_num: 1, starttime: 1e20 })).reasons).toEqual([
+        'bad_time',
+      ]);
+      expect(
+        lenient(dict({ event: 'start_task', seq_num: 1, starttime: '2024-13-45T99:00:00' })).reasons,
+      ).toEqual(['bad_time']);
+    });
+
+    it('still rejects what places the event or gives its result', () => {
+      expect(lenient(dict({ event: 'start_task', seq_num: 'x' })).outcome).toMatchObject({
+        reason: 'bad_seq_num',
+      });
+      expect(lenient(dict({ event: 'start_task', seq_num: 1, parent_seq_num: -2 })).outcome).toMatchObject({
+        reason: 'bad_parent_seq_num',
+      });
+      expect(lenient(dict({ event: 'stop_task', seq_num: 1, result: 'great' })).outcome).toMatchObject({
+        reason: 'bad_result',
+      });
+      expect(lenient(dict({ event: 7, seq_num: 1 })).outcome).toMatchObject({ reason: 'bad_field_type' });
+      expect(lenient(dict({ event: 'start_task', seq_num: 1 })).dropped).toEqual([]);
+    });
+  });
 });

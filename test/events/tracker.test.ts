@@ -33,6 +33,7 @@ class RecordingSink implements SectionSink {
 }
 
 const T0 = Date.UTC(2024, 4, 1, 12);
+const EMPTY_STATS = { streams: 0, openSections: 0, heldOrphans: 0, pendingRecords: 0, finishedSeqNums: 0 };
 
 function setup(now = T0 + 3_600_000) {
   const sink = new RecordingSink();
@@ -241,18 +242,26 @@ describe('SectionTracker', () => {
       runtime: 0.25,
       result: { value: 'passx' },
     });
+    // Their parents were never seen: held until they are, or until the stream ends.
+    expect(sink.finished).toHaveLength(0);
+    expect(tracker.stats().heldOrphans).toBe(2);
+    tracker.endStream('s');
     expect(sink.bySeq(9)).toMatchObject({
       startTime: T0,
       stopTime: T0 + 500,
       orphan: true,
       started: false,
       task: 'unknown',
+      parentSeqNum: 8,
     });
+    // No root was ever seen: no parent link at all rather than a link to a span that does not exist.
+    expect(sink.bySeq(9).parentSpanId).toBeUndefined();
     expect(sink.bySeq(11)).toMatchObject({ startTime: T0 + 650, stopTime: T0 + 900, runtime: 0.25 });
+    expect(sink.bySeq(11).parentSpanId).toBeUndefined();
     expect(sink.started).toHaveLength(0);
-    tracker.endStream('s');
     expect(sink.jobs).toHaveLength(1);
     expect(sink.jobs[0]?.job.jobId).toBe('unknown');
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
   });
 
   it('is idempotent for repeated events and handles a stop before its start', () => {
@@ -284,7 +293,7 @@ describe('SectionTracker', () => {
     send('s', { phase: 'init', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'Task-1' });
     send('s', { phase: 'start', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'Task-1', startTime: T0 + 1 });
     send('s', { phase: 'start', type: 'Testcase', seqNum: 3, parentSeqNum: 2, id: 'tc', startTime: T0 + 2 });
-    expect(tracker.stats()).toEqual({ streams: 1, openSections: 3 });
+    expect(tracker.stats()).toMatchObject({ streams: 1, openSections: 3 });
     tracker.endStream('s');
     expect(sink.finished.map((s) => s.seqNum)).toEqual([3, 2, 1]);
     for (const s of sink.finished) {
@@ -302,7 +311,7 @@ describe('SectionTracker', () => {
         counts: expect.objectContaining({ aborted: 1 }),
       }),
     ]);
-    expect(tracker.stats()).toEqual({ streams: 0, openSections: 0 });
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
   });
 
   it('starts a new job (new trace) when a new TestSuite follows a finished one on the same stream', () => {
@@ -328,5 +337,253 @@ describe('SectionTracker', () => {
     });
     expect(sink.finished).toHaveLength(1);
     expect(sink.finished[0]?.job.jobId).toBe('ja');
+  });
+});
+
+describe('SectionTracker faults', () => {
+  const runIdOf = (id: string, start: number) => `${id}@${new Date(start).toISOString()}`;
+  const stopOf = (
+    seqNum: number,
+    parentSeqNum: number | undefined,
+    type: string,
+    at: number,
+    value: 'passed' | 'failed' = 'passed',
+  ): Partial<SectionEvent> & Pick<SectionEvent, 'phase' | 'type' | 'seqNum'> => ({
+    phase: 'stop',
+    type,
+    seqNum,
+    ...(parentSeqNum === undefined ? {} : { parentSeqNum }),
+    id: `${type.toLowerCase()}_${seqNum}`,
+    startTime: at - 10,
+    stopTime: at,
+    result: { value },
+  });
+
+  it('keeps the deterministic link of a held orphan once its parent stops, with its task and testcase', () => {
+    const { sink, send, tracker } = setup();
+    // Attached mid-job: the step and section stop before anything of their testcase or task was seen.
+    send('s', stopOf(6, 5, 'Step', T0 + 60));
+    send('s', stopOf(5, 4, 'TestSection', T0 + 80));
+    expect(sink.finished.map((s) => s.seqNum)).toEqual([6]);
+    send('s', { ...stopOf(4, 2, 'Testcase', T0 + 90), id: 'tc_bgp' });
+    send('s', { ...stopOf(2, 1, 'Task', T0 + 100), id: 'Task-1' });
+    expect(sink.finished.map((s) => s.seqNum)).toEqual([6, 5, 4]);
+    send('s', { ...stopOf(1, undefined, 'TestSuite', T0 + 110), id: 'job1', startTime: T0 });
+    expect(sink.finished.map((s) => s.seqNum)).toEqual([6, 5, 4, 1, 2]);
+    const runId = sink.bySeq(1).job.runId;
+    for (const s of sink.finished) {
+      expect(s.orphan, `orphan flag of ${s.seqNum}`).toBe(false);
+      if (s.parentSeqNum !== undefined) expect(s.parentSpanId).toBe(spanIdFor(runId, s.parentSeqNum));
+    }
+    expect(sink.bySeq(5)).toMatchObject({ testcase: 'tc_bgp' });
+    expect(sink.bySeq(4)).toMatchObject({ task: 'Task-1', testcase: 'tc_bgp' });
+    expect(sink.jobs).toHaveLength(1);
+    tracker.endStream('s');
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
+  it('re-parents a section whose parent never came to the job root, flagged orphan', () => {
+    const { sink, send, tracker } = setup();
+    send('s', { phase: 'init', type: 'TestSuite', seqNum: 1, id: 'job1' });
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    // Section 3's parent (2) was lost (e.g. rejected as malformed) and never shows up.
+    send('s', stopOf(3, 2, 'Testcase', T0 + 50));
+    send('s', { phase: 'start', type: 'Testcase', seqNum: 4, parentSeqNum: 2, startTime: T0 + 60 });
+    expect(sink.finished).toHaveLength(0);
+    tracker.endStream('s');
+    const runId = runIdOf('job1', T0);
+    const rootSpan = spanIdFor(runId, 1);
+    expect(sink.bySeq(3)).toMatchObject({ orphan: true, parentSeqNum: 2, parentSpanId: rootSpan });
+    // Abandoned while its parent was unseen: re-parented the same way.
+    expect(sink.bySeq(4)).toMatchObject({ orphan: true, incomplete: true, parentSpanId: rootSpan });
+    expect(sink.bySeq(1)).toMatchObject({ orphan: false, incomplete: true });
+    expect(sink.bySeq(1).parentSpanId).toBeUndefined();
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
+  it('resolves held orphans when the suite stops, before the job summary', () => {
+    const { sink, send, tracker } = setup();
+    const order: string[] = [];
+    const original = { finished: sink.sectionFinished.bind(sink), job: sink.jobFinished.bind(sink) };
+    sink.sectionFinished = (s) => {
+      order.push(`section ${s.seqNum}`);
+      original.finished(s);
+    };
+    sink.jobFinished = (j) => {
+      order.push('job');
+      original.job(j);
+    };
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    send('s', stopOf(7, 6, 'Step', T0 + 5));
+    send('s', stopOf(1, undefined, 'TestSuite', T0 + 10));
+    expect(order).toEqual(['section 1', 'section 7', 'job']);
+    expect(sink.bySeq(7).parentSpanId).toBe(spanIdFor(runIdOf('job1', T0), 1));
+    expect(tracker.stats().heldOrphans).toBe(0);
+  });
+
+  it('bounds the orphans it holds: the oldest goes out with its deterministic link, flagged', () => {
+    const sink = new RecordingSink();
+    const tracker = new SectionTracker({ sink, logger: silentLogger(), now: () => T0, maxHeldOrphans: 2 });
+    const send = (e: Partial<SectionEvent> & Pick<SectionEvent, 'phase' | 'type' | 'seqNum'>) =>
+      tracker.onEvent('s', { event: `${e.phase}_x`, ...e });
+    send(stopOf(10, 100, 'Step', T0 + 1));
+    send(stopOf(11, 100, 'Step', T0 + 2));
+    send(stopOf(12, 101, 'Step', T0 + 3));
+    expect(sink.finished.map((s) => s.seqNum)).toEqual([10]);
+    expect(sink.bySeq(10)).toMatchObject({ orphan: true });
+    const runId = sink.bySeq(10).job.runId;
+    expect(sink.bySeq(10).parentSpanId).toBe(spanIdFor(runId, 100));
+    expect(tracker.stats().heldOrphans).toBe(2);
+    send(stopOf(100, undefined, 'Testcase', T0 + 5));
+    expect(sink.bySeq(11)).toMatchObject({ orphan: false, parentSpanId: spanIdFor(runId, 100) });
+    tracker.endStream('s');
+    expect(sink.bySeq(12)).toMatchObject({ orphan: true });
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
+  it('never links a section to itself', () => {
+    const { sink, send, tracker } = setup();
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    send('s', stopOf(5, 5, 'Testcase', T0 + 5));
+    tracker.endStream('s');
+    expect(sink.bySeq(5)).toMatchObject({ orphan: true, parentSpanId: spanIdFor(runIdOf('job1', T0), 1) });
+    // Without a root to fall back on: no parent at all, whether released at the end or evicted.
+    for (const maxHeldOrphans of [10, 0]) {
+      const alone = new RecordingSink();
+      const t = new SectionTracker({ sink: alone, logger: silentLogger(), now: () => T0, maxHeldOrphans });
+      t.onEvent('s', { event: 'stop_section', ...stopOf(7, 7, 'Step', T0 + 5) });
+      t.endStream('s');
+      expect(alone.bySeq(7)).toMatchObject({ orphan: true });
+      expect(alone.bySeq(7).parentSpanId).toBeUndefined();
+    }
+  });
+
+  it('refuses a parent link that would close a cycle', () => {
+    const { sink, send, tracker } = setup();
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    // 3 names 4 as parent and 4 names 3: whichever finishes second would close the loop.
+    send('s', { phase: 'start', type: 'Testcase', seqNum: 3, parentSeqNum: 4, startTime: T0 + 1 });
+    send('s', { phase: 'start', type: 'TestSection', seqNum: 4, parentSeqNum: 3, startTime: T0 + 2 });
+    send('s', stopOf(4, 3, 'TestSection', T0 + 3));
+    send('s', stopOf(3, 4, 'Testcase', T0 + 4));
+    // A longer loop through held sections: 7 → 6 → 5 → 7.
+    send('s', stopOf(7, 6, 'Step', T0 + 5));
+    send('s', stopOf(6, 5, 'Step', T0 + 6));
+    send('s', stopOf(5, 7, 'Step', T0 + 7));
+    tracker.endStream('s');
+    const parentOf = new Map(sink.finished.map((s) => [s.spanId, s.parentSpanId]));
+    for (const section of sink.finished) {
+      const seen = new Set<string>();
+      for (let id: string | undefined = section.spanId; id !== undefined; id = parentOf.get(id)) {
+        expect(seen.has(id), `loop through seq ${section.seqNum}`).toBe(false);
+        seen.add(id);
+      }
+    }
+    // 3 and 4 each name the other (known from their starts): neither link is kept. 5 closes the longer loop.
+    expect(sink.finished.filter((s) => s.orphan).map((s) => s.seqNum)).toEqual([4, 3, 5]);
+    expect(sink.bySeq(6).parentSpanId).toBe(sink.bySeq(5).spanId);
+    expect(sink.bySeq(7).parentSpanId).toBe(sink.bySeq(6).spanId);
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
+  it('sends starts seen before the suite started with the final run id', () => {
+    const { sink, send } = setup();
+    runJob(send);
+    const runId = runIdOf('job1', T0);
+    expect(sink.started.length).toBeGreaterThan(0);
+    for (const s of sink.started) expect(s.job.runId).toBe(runId);
+    // The pre-job plugin starts and stops before the suite's start time (part of the run id) is known.
+    const pre = setup();
+    pre.send('s', { phase: 'init', type: 'TestSuite', seqNum: 1, id: 'job1' });
+    pre.send('s', { phase: 'start', type: 'Plugin', seqNum: 2, parentSeqNum: 1, startTime: T0 - 100 });
+    expect(pre.sink.started).toHaveLength(0);
+    expect(pre.tracker.stats().pendingRecords).toBe(1);
+    pre.send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    expect(pre.sink.started.map((s) => [s.seqNum, s.job.runId])).toEqual([
+      [2, runId],
+      [1, runId],
+    ]);
+  });
+
+  it('ignores every event of a job replayed on the same stream', () => {
+    const { sink, send, tracker } = setup();
+    runJob(send, 's');
+    const finished = sink.finished.length;
+    const started = sink.started.length;
+    runJob(send, 's');
+    expect(sink.finished).toHaveLength(finished);
+    expect(sink.started).toHaveLength(started);
+    expect(sink.jobs).toHaveLength(1);
+    tracker.endStream('s');
+    expect(sink.jobs).toHaveLength(1);
+    expect(sink.finished).toHaveLength(finished);
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
+  it('ignores repeated suite events after the job finished (no phantom job)', () => {
+    const { sink, send, tracker } = setup();
+    runJob(send, 's');
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    send('s', {
+      phase: 'stop',
+      type: 'TestSuite',
+      seqNum: 1,
+      id: 'job1',
+      stopTime: T0 + 110,
+      result: { value: 'failed' },
+    });
+    send('s', { phase: 'init', type: 'TestSuite', seqNum: 1, id: 'job1' });
+    tracker.endStream('s');
+    expect(sink.jobs).toHaveLength(1);
+    expect(sink.finished).toHaveLength(6);
+    expect(sink.finished.filter((s) => s.incomplete)).toHaveLength(0);
+  });
+
+  it('ends a job left open when another TestSuite starts on the stream, and keeps the two apart', () => {
+    const { sink, send, tracker } = setup(T0 + 1000);
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'first', startTime: T0 });
+    send('s', { phase: 'start', type: 'Testcase', seqNum: 2, parentSeqNum: 1, id: 'tc', startTime: T0 + 1 });
+    // The first job's source went away without a stop; another job starts with seq_nums from 1 again.
+    send('s', { phase: 'init', type: 'TestSuite', seqNum: 1, id: 'second' });
+    expect(sink.finished.map((s) => [s.seqNum, s.job.jobId, s.incomplete])).toEqual([
+      [2, 'first', true],
+      [1, 'first', true],
+    ]);
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'second', startTime: T0 + 500 });
+    send('s', stopOf(2, 1, 'Testcase', T0 + 600));
+    send('s', stopOf(1, undefined, 'TestSuite', T0 + 700));
+    expect(sink.jobs.map((j) => [j.job.jobId, j.incomplete])).toEqual([
+      ['first', true],
+      ['second', false],
+    ]);
+    const second = sink.finished.filter((s) => s.job.jobId === 'second');
+    expect(second.map((s) => s.seqNum)).toEqual([2, 1]);
+    expect(new Set(second.map((s) => s.job.traceId)).size).toBe(1);
+    expect(second[0]?.job.traceId).not.toBe(sink.finished[0]?.job.traceId);
+    tracker.endStream('s');
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
+  it('treats a restarted suite (same seq_num, new start time) as a new run', () => {
+    const { sink, send } = setup(T0 + 1000);
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 });
+    expect(sink.finished).toHaveLength(0);
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: T0 + 500 });
+    expect(sink.finished).toHaveLength(1);
+    expect(sink.finished[0]).toMatchObject({ incomplete: true, job: { runId: runIdOf('job1', T0) } });
+    expect(sink.started.map((s) => s.job.runId)).toEqual([runIdOf('job1', T0), runIdOf('job1', T0 + 500)]);
+  });
+
+  it('releases everything of every stream on endAll', () => {
+    const { send, tracker } = setup();
+    for (const stream of ['a', 'b', 'c']) {
+      send(stream, { phase: 'start', type: 'TestSuite', seqNum: 1, id: stream, startTime: T0 });
+      send(stream, stopOf(9, 8, 'Step', T0 + 5));
+      send(stream, { phase: 'init', type: 'Task', seqNum: 2, parentSeqNum: 1 });
+    }
+    expect(tracker.stats()).toMatchObject({ streams: 3, openSections: 6, heldOrphans: 3 });
+    tracker.endAll();
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
   });
 });

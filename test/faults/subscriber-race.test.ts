@@ -1,8 +1,7 @@
 // A reporter that sends its whole (short) stream and closes before reading anything: the events it sent are in
-// the subscriber's receive buffer, but the subscribe request written on connect fails with EPIPE, Node
-// destroys the socket, and the buffered events are lost without being counted. Found by the lifecycle tests
-// (a stand-in killed 30 events in, within a millisecond of accepting). Belongs to src/reporter/subscriber.ts;
-// marked `fails` until it is fixed there (e.g. ignore a failed subscribe write and keep reading to EOF).
+// the subscriber's receive buffer when the subscribe request would be written. An early write failed with EPIPE
+// and Node destroyed the socket with the events unread, uncounted. Found by the lifecycle tests (a stand-in
+// killed 30 events in, within a millisecond of accepting); kept as the regression test of the fix.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';

@@ -77,6 +77,7 @@ export function createCore(
     health: {
       eventReceived: (source) => received.set(source, (received.get(source) ?? 0) + 1),
       eventRejected: (reason) => rejected.set(reason, (rejected.get(reason) ?? 0) + 1),
+      fieldDropped: (reason) => rejected.set(`field:${reason}`, (rejected.get(`field:${reason}`) ?? 0) + 1),
     },
     logger,
   });
