@@ -182,6 +182,8 @@ export class FrameReader {
   // Payload size of the frame whose header has been consumed but whose payload is not complete yet.
   private pendingSize: number | undefined;
   private failure: FrameError | undefined;
+  // The size prefix being read, kept for the error message.
+  private readonly header = new Uint8Array(MAX_HEADER_WIDTH);
 
   constructor(private readonly options: FrameReaderOptions) {
     this.format = options.header === 'auto' ? undefined : options.header;
@@ -215,9 +217,13 @@ export class FrameReader {
    * Adds bytes; returns the payloads of the frames completed by them. Throws `FrameError` (sticky until
    * reset; its `frames` holds the payloads this push completed before the bad header).
    */
-  push(chunk: Uint8Array): Uint8Array[] {
+  push(data: Uint8Array): Uint8Array[] {
     if (this.failure) throw this.failure;
-    if (chunk.length === 0) return [];
+    if (data.length === 0) return [];
+    // A plain view of a Buffer: its payload subarrays are then plain Uint8Arrays, cheaper to make (no species
+    // lookup) and what the unpickler wants.
+    const chunk =
+      data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (this.format === undefined) {
       this.stage(chunk);
       const format = this.detect();
@@ -295,17 +301,29 @@ export class FrameReader {
   }
 
   private readSize(format: HeaderFormat): number {
-    const header = this.take(format.width);
-    const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-    const little = format.endian === 'little';
-    const size = format.width === 4 ? BigInt(view.getUint32(0, little)) : view.getBigUint64(0, little);
-    if (size > BigInt(this.options.maxFrameBytes)) {
+    // Byte by byte from the queue: no subarray or DataView per frame. The sum is exact below 2^53, and any
+    // larger size is refused below anyway.
+    const header = this.header;
+    let size = 0;
+    for (let i = 0; i < format.width; i++) {
+      const chunk = this.chunks[this.chunkIndex]!;
+      const byte = chunk[this.chunkOffset]!;
+      this.advance(chunk, 1);
+      header[i] = byte;
+      size = format.endian === 'big' ? size * 256 + byte : size + byte * 2 ** (8 * i);
+    }
+    this.queuedBytes -= format.width;
+    if (size > this.options.maxFrameBytes) {
+      let exact = 0n;
+      for (let i = 0; i < format.width; i++) {
+        exact = (exact << 8n) | BigInt(header[format.endian === 'big' ? i : format.width - 1 - i]!);
+      }
       this.fail(
         'frame_too_large',
-        `frame announces ${size} bytes, more than maxFrameBytes (${this.options.maxFrameBytes})`,
+        `frame announces ${exact} bytes, more than maxFrameBytes (${this.options.maxFrameBytes})`,
       );
     }
-    return Number(size);
+    return size;
   }
 
   /** Removes `n` queued bytes (n <= queuedBytes): a subarray when they lie in one chunk, else a copy. */

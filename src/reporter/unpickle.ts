@@ -64,13 +64,17 @@ const MAX_UNWRAP = 8;
 // byte becomes U+FFFD (WHATWG decoding, the same as Python's decode('utf-8', 'replace')).
 const utf8 = new TextDecoder('utf-8');
 const utf8Encoder = new TextEncoder();
+const FLOAT_SCRATCH = new Float64Array(1);
+const FLOAT_BYTES = new Uint8Array(FLOAT_SCRATCH.buffer);
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 /** What a lone surrogate in a text (protocol 0) string becomes: the same as its surrogatepass UTF-8 bytes. */
 const SURROGATE_REPLACEMENT = '\uFFFD\uFFFD\uFFFD';
-const MAX_INTERNED_LENGTH = 32;
-const INTERNED_SLOTS = 1024;
-/** Recently decoded short ASCII strings, by hash slot (a collision just replaces the entry). */
-const interned: (string | undefined)[] = new Array<string | undefined>(INTERNED_SLOTS).fill(undefined);
+const MAX_INTERNED_LENGTH = 64;
+const INTERNED_SLOTS = 4096;
+/** Recently decoded short ASCII strings by hash slot, with their bytes (a collision just replaces the entry). */
+const internedStrings: string[] = new Array<string>(INTERNED_SLOTS).fill('');
+const internedLengths = new Uint8Array(INTERNED_SLOTS);
+const internedBytes = new Uint8Array(INTERNED_SLOTS * MAX_INTERNED_LENGTH);
 
 // Opcodes, named as in CPython's Lib/pickle.py.
 const MARK = 0x28;
@@ -154,17 +158,23 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions = {}): PyVal
   const input =
     data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
-  const machine = new Machine(input, options.maxItems ?? DEFAULT_MAX_ITEMS, maxDepth);
+  const machine = reusableMachine;
+  machine.reset(input, options.maxItems ?? DEFAULT_MAX_ITEMS);
   try {
     const result = machine.run();
-    // Heights tracked while decoding are exact unless a container grew after it was put inside another
-    // (only hand-made streams and self-referencing values do that): then walk the result once.
-    if (machine.heightsStale || maxDepth < 1) checkDepth(result, maxDepth, machine.opStart);
+    // Each opcode adds at most one level of nesting, so a pickle with few container opcodes cannot be too
+    // deep, unless a container was referenced twice (memo, DUP), the only way to build a cycle. Event dicts
+    // take neither branch; anything else is walked once.
+    if (machine.containerOps > maxDepth || machine.sharedContainer || maxDepth < 1) {
+      checkDepth(result, maxDepth, machine.opStart);
+    }
     return result;
   } catch (err) {
     if (err instanceof UnpickleError) throw err;
     const code: UnpickleErrorCode = err instanceof RangeError ? 'too_large' : 'bad_value';
     throw new UnpickleError(code, `cannot decode pickle: ${String(err)}`, machine.opStart, { cause: err });
+  } finally {
+    machine.release();
   }
 }
 
@@ -197,10 +207,18 @@ function intFromBigInt(value: bigint): number | bigint {
   return value >= -9007199254740991n && value <= 9007199254740991n ? Number(value) : value;
 }
 
-/** The VM state for one `unpickle` call. */
+/** Arrays grown past this by one pickle are dropped after it rather than kept for the next. */
+const MAX_KEPT_LENGTH = 4096;
+
+/**
+ * The VM state of an `unpickle` call. One instance is reused from call to call (decoding never calls out, so
+ * calls cannot nest): its stack, mark and memo arrays stay allocated between events.
+ */
 class Machine {
   pos = 0;
   opStart = 0;
+  private data: Uint8Array = new Uint8Array(0);
+  private maxItems = 0;
   private stack: PyValue[] = [];
   private marks: number[] = [];
   /** Index of the innermost mark: values below it belong to an outer frame and must not be popped. */
@@ -208,34 +226,81 @@ class Machine {
   private memo: PyValue[] = [];
   private memoCount = 0;
   private items = 0;
-  private view: DataView | undefined;
-  /** Container → height * 2, plus 1 once it sits inside another container. Absent: height 1, not inside. */
-  private readonly heights = new Map<object, number>();
-  /** Set when a container grew after it was put inside another, so its holders' heights may be too low. */
-  heightsStale = false;
+  /** Opcodes run that may create a container or put one inside another: a bound on the result's depth. */
+  containerOps = 0;
+  /** A container was pushed a second time (memo get, DUP), so the result may share or cycle. */
+  sharedContainer = false;
 
-  constructor(
-    private readonly data: Uint8Array,
-    private readonly maxItems: number,
-    private readonly maxDepth: number,
-  ) {}
+  reset(data: Uint8Array, maxItems: number): void {
+    this.data = data;
+    this.maxItems = maxItems;
+    this.pos = 0;
+    this.opStart = 0;
+    this.floor = 0;
+    this.memoCount = 0;
+    this.items = 0;
+    this.containerOps = 0;
+    this.sharedContainer = false;
+  }
+
+  /** Lets go of everything the last call decoded, so nothing stays reachable from here. */
+  release(): void {
+    this.data = EMPTY_BYTES;
+    if (this.stack.length > MAX_KEPT_LENGTH) this.stack = [];
+    else if (this.stack.length > 0) this.stack.length = 0;
+    if (this.marks.length > MAX_KEPT_LENGTH) this.marks = [];
+    else if (this.marks.length > 0) this.marks.length = 0;
+    if (this.memo.length > MAX_KEPT_LENGTH) this.memo = [];
+    else if (this.memo.length > 0) this.memo.length = 0;
+  }
 
   run(): PyValue {
     const data = this.data;
     const end = data.length;
     const stack = this.stack;
+    const memo = this.memo;
     for (;;) {
-      if (this.pos >= end) throw this.fail('no_stop', 'input ended without STOP');
-      this.opStart = this.pos;
+      let pos = this.pos;
+      // The three opcodes that make up most of an event (MEMOIZE after every value, short strings, memo gets
+      // of strings), with the position in a local; anything unusual about them (a sparse memo, a truncated
+      // string, a miss) falls through to the switch below, which handles and reports it.
+      for (;;) {
+        const op = data[pos];
+        if (op === MEMOIZE) {
+          if (this.memoCount !== memo.length || stack.length <= this.floor) break;
+          memo.push(stack[stack.length - 1]!);
+          this.memoCount++;
+          pos++;
+        } else if (op === SHORT_BINUNICODE) {
+          const length = data[pos + 1];
+          if (length === undefined || pos + 2 + length > end) break;
+          stack.push(this.decodeUtf8(pos + 2, length));
+          pos += 2 + length;
+        } else if (op === BINGET) {
+          const index = data[pos + 1];
+          if (index === undefined) break;
+          const value = memo[index];
+          if (value === undefined || (typeof value === 'object' && value !== null)) break;
+          stack.push(value);
+          pos += 2;
+        } else {
+          break;
+        }
+      }
+      this.pos = pos;
+      if (pos >= end) throw this.fail('no_stop', 'input ended without STOP');
+      this.opStart = pos;
       const op = data[this.pos++]!;
       switch (op) {
         // Containers and the MARK machinery — the hot path of a pickled dict.
         case EMPTY_DICT:
+          this.containerOps++;
           stack.push(newDict());
           break;
         case EMPTY_LIST:
         case EMPTY_SET:
         case EMPTY_TUPLE:
+          this.containerOps++;
           stack.push([]);
           break;
         case MARK:
@@ -273,6 +338,7 @@ class Machine {
           break;
         }
         case DICT: {
+          this.containerOps++;
           const mark = this.popMark();
           const dict = newDict();
           this.setItems(dict, mark);
@@ -282,42 +348,35 @@ class Machine {
         case LIST:
         case TUPLE:
         case FROZENSET: {
+          this.containerOps++;
           const mark = this.popMark();
           this.count(stack.length - mark);
-          const items = stack.splice(mark);
-          for (const item of items) this.attach(items, item);
-          stack.push(items);
+          stack.push(stack.splice(mark));
           break;
         }
         case TUPLE1: {
+          this.containerOps++;
           this.need(1);
-          const items = [stack.pop()!];
-          this.attach(items, items[0]!);
-          stack.push(items);
+          stack.push([stack.pop()!]);
           this.count(1);
           break;
         }
         case TUPLE2: {
+          this.containerOps++;
           this.need(2);
           const b = stack.pop()!;
           const a = stack.pop()!;
-          const items = [a, b];
-          this.attach(items, a);
-          this.attach(items, b);
-          stack.push(items);
+          stack.push([a, b]);
           this.count(2);
           break;
         }
         case TUPLE3: {
+          this.containerOps++;
           this.need(3);
           const c = stack.pop()!;
           const b = stack.pop()!;
           const a = stack.pop()!;
-          const items = [a, b, c];
-          this.attach(items, a);
-          this.attach(items, b);
-          this.attach(items, c);
-          stack.push(items);
+          stack.push([a, b, c]);
           this.count(3);
           break;
         }
@@ -327,11 +386,14 @@ class Machine {
           else this.pop();
           break;
         case POP_MARK:
-          stack.length = this.popMark();
+          this.truncate(this.popMark());
           break;
-        case DUP:
-          stack.push(this.top());
+        case DUP: {
+          const value = this.top();
+          if (isContainer(value)) this.sharedContainer = true;
+          stack.push(value);
           break;
+        }
 
         // Memo.
         case BINPUT:
@@ -377,8 +439,9 @@ class Machine {
           break;
         case BINFLOAT: {
           const at = this.take(8);
-          this.view ??= new DataView(this.data.buffer, this.data.byteOffset, this.data.byteLength);
-          stack.push(this.view.getFloat64(at, false));
+          // Big-endian on the wire; FLOAT_BYTES is the little-endian view of FLOAT_SCRATCH.
+          for (let i = 0; i < 8; i++) FLOAT_BYTES[7 - i] = data[at + i]!;
+          stack.push(FLOAT_SCRATCH[0]!);
           break;
         }
         case NONE:
@@ -451,6 +514,7 @@ class Machine {
           break;
         }
         case REDUCE: {
+          this.containerOps++;
           this.need(2);
           const args = stack.pop()!;
           const callable = stack.pop()!;
@@ -458,6 +522,7 @@ class Machine {
           break;
         }
         case NEWOBJ: {
+          this.containerOps++;
           this.need(2);
           const args = stack.pop()!;
           const cls = stack.pop()!;
@@ -465,6 +530,7 @@ class Machine {
           break;
         }
         case NEWOBJ_EX: {
+          this.containerOps++;
           this.need(3);
           const kwargs = stack.pop()!;
           const args = this.argsOf(stack.pop()!, 'NEWOBJ_EX');
@@ -474,6 +540,7 @@ class Machine {
           break;
         }
         case OBJ: {
+          this.containerOps++;
           const mark = this.popMark();
           const items = stack.splice(mark);
           if (items.length === 0) throw this.fail('stack_underflow', 'OBJ without a class');
@@ -482,6 +549,7 @@ class Machine {
           break;
         }
         case INST: {
+          this.containerOps++;
           const module = normalizeModule(this.line());
           const name = this.line();
           const mark = this.popMark();
@@ -490,6 +558,7 @@ class Machine {
           break;
         }
         case BUILD: {
+          this.containerOps++;
           this.need(2);
           const state = stack.pop()!;
           this.build(stack[stack.length - 1]!, state);
@@ -553,6 +622,12 @@ class Machine {
     return this.stack[this.stack.length - 1]!;
   }
 
+  /** Drops stack values above `length`; pops, because assigning `length` is a slow runtime call in V8. */
+  private truncate(length: number): void {
+    const stack = this.stack;
+    while (stack.length > length) stack.pop();
+  }
+
   private popMark(): number {
     const marks = this.marks;
     const mark = marks.pop();
@@ -580,14 +655,11 @@ class Machine {
     if (n % 2 !== 0) throw this.fail('bad_value', 'odd number of items for a dict');
     this.count(n / 2);
     const dict = this.dictOf(target);
-    const parent = target as PyDict | PyObject;
     for (let i = mark; i < stack.length; i += 2) {
       const key = stack[i]!;
-      const value = stack[i + 1]!;
-      dict[typeof key === 'string' ? key : this.keyString(key)] = value;
-      if (typeof value === 'object' && value !== null) this.attach(parent, value);
+      dict[typeof key === 'string' ? key : this.keyString(key)] = stack[i + 1]!;
     }
-    stack.length = mark;
+    this.truncate(mark);
   }
 
   /** Where SETITEM(S) put entries: a dict, or the dict items of a dict-subclass PyObject. */
@@ -600,7 +672,6 @@ class Machine {
   private setItem(target: PyValue, key: PyValue, value: PyValue): void {
     const dict = this.dictOf(target);
     dict[typeof key === 'string' ? key : this.keyString(key)] = value;
-    this.attach(target as PyDict | PyObject, value);
   }
 
   /** Appends stack[mark..] (or `single` when mark < 0) to a list, set or list-like PyObject. */
@@ -613,49 +684,14 @@ class Machine {
     if (list === undefined)
       throw this.fail('bad_value', `${isSet ? 'ADDITEMS' : 'APPEND'} on a non-container`);
     const stack = this.stack;
-    const parent = target as PyValue[] | PyObject;
     if (mark < 0) {
       this.count(1);
       list.push(single!);
-      this.attach(parent, single!);
       return;
     }
     this.count(stack.length - mark);
-    for (let i = mark; i < stack.length; i++) {
-      list.push(stack[i]!);
-      this.attach(parent, stack[i]!);
-    }
-    stack.length = mark;
-  }
-
-  // ---- nesting depth ----
-  //
-  // Every container's height (1 + the tallest container inside it) is kept up to date as values are put
-  // into containers, and checked against maxDepth there. That is exact as long as a container is complete
-  // before it is put inside another, which is how CPython pickles everything but self-referencing values.
-
-  /** Records that `child` now sits inside the container `parent`. */
-  private attach(parent: PyValue[] | PyDict | PyObject, child: PyValue): void {
-    if (typeof child !== 'object' || child === null || !isContainer(child)) return;
-    const code = this.heights.get(child) ?? 2;
-    if ((code & 1) === 0) this.heights.set(child, code | 1);
-    this.raise(parent, (code >> 1) + 1);
-  }
-
-  /** Records that `parent` now holds everything `source` holds (a call's argument tuple, for one). */
-  private adopt(parent: PyValue[] | PyDict | PyObject, source: PyValue[] | PyDict): void {
-    const code = this.heights.get(source) ?? 2;
-    if ((code & 1) === 0) this.heights.set(source, code | 1);
-    this.raise(parent, code >> 1);
-  }
-
-  private raise(container: object, height: number): void {
-    const code = this.heights.get(container) ?? 2;
-    if (height <= code >> 1) return;
-    if (height > this.maxDepth) throw this.fail('too_deep', `value nested deeper than ${this.maxDepth}`);
-    // Whatever holds this container now has a recorded height that may be too low.
-    if ((code & 1) !== 0) this.heightsStale = true;
-    this.heights.set(container, height * 2 + (code & 1));
+    for (let i = mark; i < stack.length; i++) list.push(stack[i]!);
+    this.truncate(mark);
   }
 
   private keyString(key: PyValue): string {
@@ -729,6 +765,7 @@ class Machine {
   private memoGet(index: number): PyValue {
     const value = this.memo[index];
     if (value === undefined) throw this.fail('bad_memo', `memo key ${index} was never stored`);
+    if (typeof value === 'object' && value !== null && isContainer(value)) this.sharedContainer = true;
     return value;
   }
 
@@ -785,22 +822,32 @@ class Machine {
 
   private decodeUtf8(at: number, length: number): string {
     const d = this.data;
+    if (length === 0) return '';
     if (length <= MAX_INTERNED_LENGTH) {
-      // Most strings in an event are the same short ASCII keys and names, event after event: look them up
-      // by hash instead of building (and later re-internalizing) a new string each time.
-      let hash = length;
-      for (let i = at; i < at + length; i++) {
-        const byte = d[i]!;
-        if (byte >= 0x80) return utf8.decode(d.subarray(at, at + length));
-        hash = (Math.imul(hash, 31) + byte) | 0;
+      // Most strings in an event are the same short ASCII keys and names, event after event: find them in a
+      // cache instead of building (and later re-internalizing) a new string each time. The slot comes from a
+      // few sampled bytes; names often differ only near the end (`verify_bgp_0012`, `verify_bgp_0013`), so
+      // the last three are among them (overlapping below three bytes, which is harmless).
+      const last = at + length - 1;
+      const head = d[at]! | (d[at + (length >> 1)]! << 8) | (length << 16);
+      const tail =
+        d[last]! | (d[last - (length > 1 ? 1 : 0)]! << 8) | (d[last - (length > 2 ? 2 : 0)]! << 16);
+      const hash = Math.imul(head, 0x9e3779b1) ^ Math.imul(tail, 0x85ebca6b);
+      const slot = (hash ^ (hash >>> 15)) & (INTERNED_SLOTS - 1);
+      const base = slot * MAX_INTERNED_LENGTH;
+      // The cached bytes, not the cached string, are compared: typed-array reads, whatever V8 made of the string.
+      if (internedLengths[slot] === length) {
+        let i = 0;
+        while (i < length && internedBytes[base + i] === d[at + i]) i++;
+        if (i === length) return internedStrings[slot]!;
       }
-      const slot = hash & (INTERNED_SLOTS - 1);
-      const cached = interned[slot];
-      if (cached !== undefined && cached.length === length && sameAscii(cached, d, at)) return cached;
-      let out = '';
-      for (let i = at; i < at + length; i++) out += String.fromCharCode(d[i]!);
-      interned[slot] = out;
-      return out;
+      const bytes = d.subarray(at, at + length);
+      for (let i = 0; i < length; i++) if (bytes[i]! >= 0x80) return utf8.decode(bytes);
+      const text = utf8.decode(bytes);
+      internedBytes.set(bytes, base);
+      internedLengths[slot] = length;
+      internedStrings[slot] = text;
+      return text;
     }
     return utf8.decode(d.subarray(at, at + length));
   }
@@ -968,15 +1015,10 @@ class Machine {
         const builtin = base instanceof PyGlobal && base.module === 'builtins' ? base.name : '';
         if (builtin === 'dict' && isDict(state)) {
           const entries = this.mergeDicts(state, null);
-          const object = new PyObject(cls.module, cls.name, [], undefined, [], entries);
-          this.adopt(object, entries);
-          return object;
+          return new PyObject(cls.module, cls.name, [], undefined, [], entries);
         }
         if (builtin === 'list' && Array.isArray(state)) {
-          const items = state.slice();
-          const object = new PyObject(cls.module, cls.name, [], undefined, items);
-          this.holdAll(object, items);
-          return object;
+          return new PyObject(cls.module, cls.name, [], undefined, state.slice());
         }
         args = state === undefined || state === null ? [] : [state];
       } else if (name === '__newobj__') {
@@ -993,16 +1035,8 @@ class Machine {
     }
     const special = this.special(module, name, args);
     if (special !== undefined) return special;
-    const object = new PyObject(module, name, args);
-    this.holdAll(object, args);
-    return object;
-  }
-
-  /** `parent` holds every item of `items`, an array that may also be reachable (and mutable) elsewhere. */
-  private holdAll(parent: PyValue[] | PyObject, items: PyValue[]): void {
-    const code = this.heights.get(items) ?? 2;
-    if ((code & 1) === 0) this.heights.set(items, code | 1);
-    for (const item of items) this.attach(parent, item);
+    // A fast-properties dict for the dict items: PyObject's default, Object.create(null), is a slow-mode object.
+    return new PyObject(module, name, args, undefined, [], newDict());
   }
 
   private special(module: string, name: string, args: PyValue[]): PyValue | undefined {
@@ -1019,9 +1053,7 @@ class Machine {
           case 'frozenset': {
             if (args.length === 0) return [];
             if (args.length !== 1 || !Array.isArray(a0)) return undefined;
-            const items = a0.slice();
-            this.holdAll(items, a0);
-            return items;
+            return a0.slice();
           }
           case 'bytes':
           case 'bytearray':
@@ -1161,22 +1193,20 @@ class Machine {
     }
     const previous = target.state;
     target.state = isDict(previous) && isDict(next) ? this.mergeDicts(previous, next) : next;
-    this.attach(target, target.state);
   }
 
   private mergeDicts(a: PyDict | null, b: PyDict | null): PyDict {
     const out = newDict();
     for (const source of [a, b]) {
       if (source === null) continue;
-      for (const key in source) {
-        const value = source[key]!;
-        out[key] = value;
-        this.attach(out, value);
-      }
+      for (const key in source) out[key] = source[key]!;
     }
     return out;
   }
 }
+
+const EMPTY_BYTES = new Uint8Array(0);
+const reusableMachine = new Machine();
 
 const SIMPLE_ESCAPES: Record<string, string> = Object.assign(Object.create(null) as Record<string, string>, {
   '\\': '\\',
@@ -1190,11 +1220,6 @@ const SIMPLE_ESCAPES: Record<string, string> = Object.assign(Object.create(null)
   t: '\t',
   v: '\v',
 });
-
-function sameAscii(text: string, bytes: Uint8Array, at: number): boolean {
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) !== bytes[at + i]) return false;
-  return true;
-}
 
 function hexValue(byte: number): number {
   if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;

@@ -1,0 +1,553 @@
+#!/usr/bin/env node
+// The benchmark (issue 6): on one generated pyATS stream sent over a real Unix socket, measures events/s of
+// the floor (FrameReader + unpickle only), the pipeline (the real daemon: decode, normalize, track, metrics,
+// spans over OTLP/HTTP to a discarding receiver) and the peer (a CPython prometheus_client subscriber);
+// then /metrics latency under ingest, and events/s and RSS from 10k to 1M sections.
+// Usage: npm run bench [-- --quick] [--rounds N] [--profile] [--skip peer,scrape,scale] [--dist DIR]
+//        [--exporter-node-options '--max-semi-space-size=32']
+import { fork, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { formatProfile, summarizeProfile } from './lib/profile.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BENCH = join(ROOT, 'bench');
+const OUT = join(BENCH, 'out');
+const LIB = join(BENCH, 'lib');
+// Debian's python, which has python3-prometheus-client; a pyenv python3 first on PATH usually does not.
+const SYSTEM_PYTHON = '/usr/bin/python3';
+const RUN_TIMEOUT_MS = 300_000;
+/** Sections per job besides its testcases' six each: suite, task, 3 plugins, 2 common sections, 3 subsections. */
+const FIXED_SECTIONS = 10;
+const SECTIONS_PER_TESTCASE = 6;
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    skip: { type: 'string', default: '' },
+    dist: { type: 'string' },
+    'exporter-node-options': { type: 'string' },
+  },
+});
+// Children import the build under test from here (lib/dist.mjs); default ./dist.
+const DIST_DIR = opts.dist ? resolve(opts.dist) : join(ROOT, 'dist');
+process.env.BENCH_DIST = DIST_DIR;
+const quick = opts.quick;
+const rounds = Number(opts.rounds ?? (quick ? 1 : 3));
+const skip = new Set(opts.skip.split(',').filter(Boolean));
+const MAIN_TESTCASES = quick ? 4_000 : 20_000;
+const SCALE_SECTIONS = quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000];
+const SCRAPE_INTERVAL_MS = 50;
+const EXPORTER_ENV = {
+  OTEL_TRACES_EXPORTER: 'otlp',
+  OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+  // Large enough that no span is ever dropped: the run ends when every span reached the receiver.
+  OTEL_BSP_MAX_QUEUE_SIZE: '2000000',
+  // Only the last, partial batch waits for this timer; the default 5 s would be pure idle time at the end
+  // of a run (and would swamp the short 10k-section run).
+  OTEL_BSP_SCHEDULE_DELAY: '20',
+};
+
+const log = (line) => process.stdout.write(`${line}\n`);
+const progress = (line) => process.stderr.write(`· ${line}\n`);
+
+// ---- child processes --------------------------------------------------------------------------------------
+
+/** Resolves with the child's first IPC message of `kind`; rejects on exit, an `error` message or timeout. */
+function nextMessage(child, kind, timeoutMs = RUN_TIMEOUT_MS) {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    const onMessage = (message) => {
+      if (message.kind === kind) {
+        cleanup();
+        resolve(message);
+      } else if (message.kind === 'error') {
+        cleanup();
+        reject(new Error(`${child.spawnfile}: ${message.message}`));
+      }
+    };
+    const onExit = (code) => {
+      cleanup();
+      reject(
+        new Error(
+          `child exited (${code}) before "${kind}"${child.stderrTail ? `:\n${child.stderrTail}` : ''}`,
+        ),
+      );
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out waiting for "${kind}"`));
+    }, timeoutMs);
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+/** Every child started, so a failure can show what each of them said on stderr. */
+const children = [];
+
+function forkChild(script, args, options = {}) {
+  const child = fork(join(LIB, script), args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], ...options });
+  children.push(child);
+  child.stderrTail = '';
+  child.stderr
+    .setEncoding('utf8')
+    .on('data', (text) => (child.stderrTail = (child.stderrTail + text).slice(-4000)));
+  return child;
+}
+
+async function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  // The child may be closing its channel on its own (floor.mjs does when the stream ends).
+  child.on('error', () => {});
+  if (child.connected) child.send({ cmd: 'stop' }, () => {});
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function startSender(socket, files) {
+  const sender = forkChild('sender.mjs', [socket, ...files]);
+  await nextMessage(sender, 'ready', 10_000);
+  return sender;
+}
+
+const ns = (text) => BigInt(text);
+const rate = (events, t0, tEnd) => events / (Number(ns(tEnd) - ns(t0)) / 1e9);
+
+// ---- streams ----------------------------------------------------------------------------------------------
+
+const GENERATOR = join(BENCH, 'gen_stream.py');
+
+/**
+ * The cached stream of `runs` runs of a job with `testcases` testcases each, regenerated when the generator
+ * changes. Later runs (`start`) are new traces for the same series.
+ */
+function ensureStream(testcases, { runs = 1, start = '2024-05-01T02:00:00' } = {}) {
+  const version = createHash('sha256').update(readFileSync(GENERATOR)).digest('hex').slice(0, 10);
+  const tag = runs === 1 && start.startsWith('2024-05-01T02') ? '' : `-${runs}runs-${start.slice(0, 10)}`;
+  const file = join(OUT, `stream-${testcases}tc${tag}-${version}.bin`);
+  if (!existsSync(file) || !existsSync(`${file}.json`)) {
+    // Streams of earlier generator versions are never read again; they are large.
+    for (const old of readdirSync(OUT)) {
+      if (/^stream-.*\.bin(\.json)?$/.test(old) && !old.includes(`-${version}.`)) rmSync(join(OUT, old));
+    }
+    progress(`generating ${file} (${testcases} testcases × ${runs} run(s)) with CPython pickle`);
+    const args = ['--out', file, '--testcases', String(testcases), '--runs', String(runs), '--start', start];
+    const result = spawnSync(SYSTEM_PYTHON, [GENERATOR, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (result.status !== 0) throw new Error(`gen_stream.py failed (${result.status})`);
+  }
+  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8'));
+  return { file, events: meta.events, sections: meta.sections, bytes: meta.bytes, testcases };
+}
+
+function ensurePeerPython() {
+  const check = () =>
+    spawnSync(SYSTEM_PYTHON, ['-c', 'import prometheus_client'], { stdio: 'ignore' }).status === 0;
+  if (check()) return;
+  if (process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
+    progress('installing Debian python3-prometheus-client for the peer');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'python3-prometheus-client'], {
+      stdio: 'inherit',
+      env,
+    });
+  }
+  if (!check()) {
+    throw new Error(
+      `${SYSTEM_PYTHON} cannot import prometheus_client: run "sudo apt-get install python3-prometheus-client"`,
+    );
+  }
+}
+
+// ---- the three contenders ---------------------------------------------------------------------------------
+
+let scratch;
+let socketCount = 0;
+/** Spans every exporter run was expected to export, to check against what the receiver counted. */
+let spansExpected = 0;
+const nextSocket = () => join(scratch, `reporter-${++socketCount}.sock`);
+
+async function runFloor(stream) {
+  const socket = nextSocket();
+  const sender = await startSender(socket, [stream.file]);
+  const sent = nextMessage(sender, 'sent');
+  const floor = forkChild('floor.mjs', [socket, String(stream.events)]);
+  const done = await nextMessage(floor, 'done');
+  const { t0 } = await sent;
+  await Promise.all([stopChild(floor), stopChild(sender)]);
+  if (done.failed > 0) throw new Error(`floor: ${done.failed} frames failed to decode`);
+  return { eventsPerSec: rate(stream.events, t0, done.tEnd), cpuMs: done.cpuMs };
+}
+
+async function runPeer(stream) {
+  const socket = nextSocket();
+  const sender = await startSender(socket, [stream.file]);
+  const sent = nextMessage(sender, 'sent');
+  const peer = spawn(SYSTEM_PYTHON, [join(BENCH, 'peer.py'), socket, String(stream.events)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  peer.stdout.setEncoding('utf8').on('data', (t) => (stdout += t));
+  peer.stderr.setEncoding('utf8').on('data', (t) => (stderr = (stderr + t).slice(-4000)));
+  const code = await new Promise((resolve) => peer.on('exit', resolve));
+  if (code !== 0) throw new Error(`peer.py exited ${code}: ${stderr}`);
+  const done = JSON.parse(stdout.trim().split('\n').pop());
+  const { t0 } = await sent;
+  await stopChild(sender);
+  return { eventsPerSec: rate(stream.events, t0, done.tEnd), cpuMs: done.cpuMs };
+}
+
+/** A fresh exporter process (the real daemon, see lib/exporter-worker.mjs) reading `socket`. */
+async function startExporter(receiverUrl, socket) {
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    // glibc allocator tuning (MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) reaches the exporter, for RSS experiments.
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_'))),
+    BENCH_DIST: DIST_DIR,
+    ...(opts['exporter-node-options'] ? { NODE_OPTIONS: opts['exporter-node-options'] } : {}),
+    ...EXPORTER_ENV,
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiverUrl,
+  };
+  const args = ['--reporter-socket', socket, '--listen', '127.0.0.1:0', '--timezone', 'UTC'];
+  const worker = forkChild('exporter-worker.mjs', args, { env });
+  const { url } = await nextMessage(worker, 'ready', 30_000);
+  worker.url = url;
+  return worker;
+}
+
+/** Sends `files` to a running exporter; resolves when all events arrived and all spans were exported. */
+async function feedExporter(worker, socket, files, events, spans, profilePath) {
+  const done = nextMessage(worker, 'done');
+  worker.send({ cmd: 'expect', events, spans, profilePath });
+  await nextMessage(worker, 'armed', 10_000);
+  const sender = await startSender(socket, files);
+  const sent = nextMessage(sender, 'sent');
+  const result = await done;
+  const { t0 } = await sent;
+  await stopChild(sender);
+  spansExpected += spans;
+  if (result.spansDropped > 0 || result.rejected > 0) {
+    throw new Error(`exporter dropped ${result.spansDropped} spans, rejected ${result.rejected} events`);
+  }
+  return {
+    ...result,
+    eventsPerSec: rate(events, t0, result.tSpans),
+    decodedPerSec: rate(events, t0, result.tEvents),
+    seconds: Number(ns(result.tSpans) - ns(t0)) / 1e9,
+  };
+}
+
+async function runPipeline(stream, receiver, profilePath) {
+  const socket = nextSocket();
+  const worker = await startExporter(receiver.url, socket);
+  try {
+    return await feedExporter(worker, socket, [stream.file], stream.events, stream.sections, profilePath);
+  } finally {
+    await stopChild(worker);
+  }
+}
+
+// ---- /metrics under ingest --------------------------------------------------------------------------------
+
+function percentile(sorted, q) {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+async function runScrape(stream, later, receiver) {
+  const socket = nextSocket();
+  const worker = await startExporter(receiver.url, socket);
+  try {
+    // First pass creates the series; the measured passes then ingest while /metrics is scraped.
+    await feedExporter(worker, socket, [stream.file], stream.events, stream.sections);
+    let last = Buffer.alloc(0);
+    // node:http with a keep-alive agent, body kept as bytes: as little client work as Prometheus itself does.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const scrape = () =>
+      new Promise((resolve, reject) => {
+        const start = performance.now();
+        http
+          .get(`${worker.url}/metrics`, { agent }, (response) => {
+            const chunks = [];
+            response.on('data', (chunk) => chunks.push(chunk));
+            response.on('end', () => {
+              last = Buffer.concat(chunks);
+              resolve(performance.now() - start);
+            });
+            response.on('error', reject);
+          })
+          .on('error', reject);
+      });
+    // The same scrape with nothing else going on: what the exposition itself costs on this machine.
+    const idle = [];
+    for (let i = 0; i < 40; i++) {
+      idle.push(await scrape());
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    let ingesting = true;
+    const latencies = [];
+    const scraping = (async () => {
+      while (ingesting) {
+        latencies.push(await scrape());
+        await new Promise((resolve) => setTimeout(resolve, SCRAPE_INTERVAL_MS));
+      }
+    })();
+    let fed;
+    try {
+      fed = await feedExporter(worker, socket, [later.file], later.events, later.sections);
+    } finally {
+      ingesting = false;
+      await scraping.catch(() => {});
+    }
+    await scraping;
+    agent.destroy();
+    const text = last.toString('utf8');
+    const series = text.split('\n').filter((line) => line !== '' && !line.startsWith('#')).length;
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const idleSorted = [...idle].sort((a, b) => a - b);
+    return {
+      idleP50: percentile(idleSorted, 0.5),
+      idleP99: percentile(idleSorted, 0.99),
+      scrapes: latencies.length,
+      series,
+      bytes: last.length,
+      p50: percentile(sorted, 0.5),
+      p99: percentile(sorted, 0.99),
+      max: sorted[sorted.length - 1],
+      eventsPerSec: fed.eventsPerSec,
+    };
+  } finally {
+    await stopChild(worker);
+  }
+}
+
+// ---- scale ------------------------------------------------------------------------------------------------
+
+async function runScale(streams, receiver) {
+  const socket = nextSocket();
+  const worker = await startExporter(receiver.url, socket);
+  try {
+    worker.send({ cmd: 'memory' });
+    const atStart = await nextMessage(worker, 'memory', 10_000);
+    const [warm] = streams;
+    await feedExporter(worker, socket, [warm.file], warm.events, warm.sections);
+    const points = [];
+    for (const stream of streams) {
+      // Short runs are repeated (median kept): a 0.3 s run is at the mercy of one GC or one busy neighbour.
+      const repeats = stream.sections <= 10_000 ? 5 : stream.sections <= 100_000 ? 3 : 1;
+      const runs = [];
+      for (let i = 0; i < repeats; i++) {
+        runs.push(await feedExporter(worker, socket, [stream.file], stream.events, stream.sections));
+      }
+      const result = {
+        ...runs.at(-1),
+        eventsPerSec: median(runs.map((r) => r.eventsPerSec)),
+        decodedPerSec: median(runs.map((r) => r.decodedPerSec)),
+        seconds: median(runs.map((r) => r.seconds)),
+        repeats,
+      };
+      points.push({ sections: stream.sections, events: stream.events, ...result });
+      progress(
+        `scale ${stream.sections} sections: ${fmtRate(result.decodedPerSec)} events/s (median of ${repeats})`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    worker.send({ cmd: 'memory' });
+    const idle = await nextMessage(worker, 'memory', 10_000);
+    return { points, idle, atStart };
+  } finally {
+    await stopChild(worker);
+  }
+}
+
+// ---- report -----------------------------------------------------------------------------------------------
+
+const fmtRate = (n) => Math.round(n).toLocaleString('en-US');
+const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const mark = (ok) => (ok ? 'met' : 'MISSED');
+
+async function main() {
+  if (!existsSync(join(DIST_DIR, 'daemon.js')))
+    throw new Error(`${DIST_DIR} has no build: run "npm run build" first`);
+  mkdirSync(OUT, { recursive: true });
+  scratch = mkdtempSync(join(tmpdir(), 'pyats-bench-'));
+  if (!skip.has('peer')) ensurePeerPython();
+  const main = ensureStream(MAIN_TESTCASES);
+  // Ingest while /metrics is scraped: more runs of the same job (new traces, the series the first run made).
+  const later = skip.has('scrape')
+    ? undefined
+    : ensureStream(MAIN_TESTCASES, { runs: quick ? 1 : 2, start: '2024-05-02T02:00:00' });
+  const scale = skip.has('scale')
+    ? []
+    : SCALE_SECTIONS.map((s) => ensureStream((s - FIXED_SECTIONS) / SECTIONS_PER_TESTCASE));
+
+  const receiver = forkChild('receiver.mjs', []);
+  receiver.url = (await nextMessage(receiver, 'ready', 10_000)).url;
+  const results = { floor: [], pipeline: [], peer: [] };
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      results.floor.push(await runFloor(main));
+      results.pipeline.push(await runPipeline(main, receiver));
+      if (!skip.has('peer')) results.peer.push(await runPeer(main));
+      const last = (k) => (results[k].length ? fmtRate(results[k].at(-1).eventsPerSec) : '-');
+      progress(
+        `round ${round}/${rounds}: floor ${last('floor')}, pipeline ${last('pipeline')}, peer ${last('peer')}`,
+      );
+    }
+    const scrape = skip.has('scrape') ? undefined : await runScrape(main, later, receiver);
+    const scaled = scale.length ? await runScale(scale, receiver) : undefined;
+    let profile;
+    if (opts.profile) {
+      const file = join(OUT, `pipeline-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
+      await runPipeline(main, receiver, file);
+      profile = { file, summary: summarizeProfile(file) };
+    }
+    // Let the last export's response reach the receiver's counters.
+    await new Promise((r) => setTimeout(r, 200));
+    receiver.send({ cmd: 'stats' });
+    const received = await nextMessage(receiver, 'stats', 10_000);
+    report({ main, results, scrape, scaled, profile, received });
+  } finally {
+    await stopChild(receiver);
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+function report({ main, results, scrape, scaled, profile, received }) {
+  const med = (k) => (results[k].length ? median(results[k].map((r) => r.eventsPerSec)) : NaN);
+  const perCpu = (k) =>
+    results[k].length ? median(results[k].map((r) => main.events / (r.cpuMs / 1000))) : NaN;
+  const floor = med('floor');
+  const pipeline = med('pipeline');
+  const peer = med('peer');
+  const lines = [];
+  lines.push(
+    `pyats-exporter benchmark — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ` +
+      `${mb(totalmem())} RAM${quick ? ', --quick' : ''}`,
+  );
+  lines.push(
+    `stream: ${main.testcases.toLocaleString('en-US')} testcases, ${main.events.toLocaleString('en-US')} events, ` +
+      `${main.sections.toLocaleString('en-US')} sections, ${mb(main.bytes)} of pickle protocol 4 frames; median of ${rounds} round(s)`,
+  );
+  lines.push('');
+  lines.push('                 events/s (wall)   events per CPU-second   runs (events/s)');
+  for (const [name, key] of [
+    ['floor', 'floor'],
+    ['pipeline', 'pipeline'],
+    ['peer', 'peer'],
+  ]) {
+    if (!results[key].length) continue;
+    const runs = results[key].map((r) => fmtRate(r.eventsPerSec)).join(' / ');
+    lines.push(
+      `  ${name.padEnd(10)} ${fmtRate(med(key)).padStart(15)}   ${fmtRate(perCpu(key)).padStart(21)}   ${runs}`,
+    );
+  }
+  lines.push('');
+  if (results.peer.length) {
+    lines.push(
+      `  pipeline / peer  = ${(pipeline / peer).toFixed(2)}  (target ≥ 2.0: ${mark(pipeline / peer >= 2)}; ` +
+        `per CPU-second ${(perCpu('pipeline') / perCpu('peer')).toFixed(2)})`,
+    );
+  }
+  lines.push(
+    `  pipeline / floor = ${(pipeline / floor).toFixed(2)}  (target ≥ 0.5: ${mark(pipeline / floor >= 0.5)}; ` +
+      `per CPU-second ${(perCpu('pipeline') / perCpu('floor')).toFixed(2)})`,
+  );
+  const lastPipeline = results.pipeline.at(-1);
+  lines.push(
+    `  pipeline detail: all events decoded at ${fmtRate(median(results.pipeline.map((r) => r.decodedPerSec)))} events/s, ` +
+      `spans exported ${lastPipeline.spansExported.toLocaleString('en-US')}, dropped ${lastPipeline.spansDropped}, ` +
+      `the receiver counted ${received.spans.toLocaleString('en-US')} of the ${spansExpected.toLocaleString('en-US')} spans ` +
+      `all runs exported, in ${received.requests} requests`,
+  );
+  if (scrape) {
+    lines.push('');
+    lines.push(
+      `/metrics under ingest: ${scrape.series.toLocaleString('en-US')} series (${mb(scrape.bytes)}), ` +
+        `${scrape.scrapes} scrapes every ${SCRAPE_INTERVAL_MS} ms while ingesting at ${fmtRate(scrape.eventsPerSec)} events/s`,
+    );
+    lines.push(
+      `  p50 ${scrape.p50.toFixed(1)} ms, p99 ${scrape.p99.toFixed(1)} ms, max ${scrape.max.toFixed(1)} ms  ` +
+        `(target p99 ≤ 20 ms with ≥ 10,000 series: ${mark(scrape.p99 <= 20 && scrape.series >= 10_000)})`,
+    );
+    lines.push(
+      `  without ingest: p50 ${scrape.idleP50.toFixed(1)} ms, p99 ${scrape.idleP99.toFixed(1)} ms (40 scrapes)`,
+    );
+  }
+  if (scaled) {
+    lines.push('');
+    lines.push(
+      `scale (one exporter process, warmed up on the 10k stream, one job per stream; RSS at start ` +
+        `${mb(scaled.atStart.rssBytes)}):`,
+    );
+    lines.push(
+      '     sections   events/s processed   events/s exported   seconds   RSS after   (median of 5 / 3 / 1 runs)',
+    );
+    for (const p of scaled.points) {
+      lines.push(
+        `  ${p.sections.toLocaleString('en-US').padStart(11)}   ${fmtRate(p.decodedPerSec).padStart(18)}   ` +
+          `${fmtRate(p.eventsPerSec).padStart(17)}   ${p.seconds.toFixed(2).padStart(7)}   ${mb(p.rssBytes)} ` +
+          `(heap ${mb(p.heapUsedBytes)} used of ${mb(p.heapTotalBytes)}, external ${mb(p.externalBytes)})`,
+      );
+    }
+    const first = scaled.points[0];
+    const lastPoint = scaled.points.at(-1);
+    // Processed = every event through decode, normalize, tracker and sinks; exported adds the drain of the span
+    // queue after the last event, a fixed delay that weighs on a 0.3 s run and not on a 20 s one.
+    const flatness = lastPoint.decodedPerSec / first.decodedPerSec;
+    lines.push(
+      `  events/s processed at ${lastPoint.sections.toLocaleString('en-US')} vs ${first.sections.toLocaleString('en-US')} sections: ` +
+        `${flatness.toFixed(2)}× (flat = within ±20%: ${mark(flatness >= 0.8 && flatness <= 1.25)})`,
+    );
+    const rssOk =
+      lastPoint.sections >= 1_000_000
+        ? mark(lastPoint.rssBytes <= 150 * 1024 * 1024)
+        : 'not measured (--quick)';
+    lines.push(
+      `  RSS after ${lastPoint.sections.toLocaleString('en-US')} sections: ${mb(lastPoint.rssBytes)} ` +
+        `(peak ${mb(scaled.idle.maxRssBytes)}, ${mb(scaled.idle.rssBytes)} after 2 s idle)  (target ≤ 150 MB after 1,000,000: ${rssOk})`,
+    );
+  }
+  if (profile) {
+    lines.push('');
+    lines.push(`CPU profile of one pipeline run (${profile.file}):`);
+    lines.push(formatProfile(profile.summary));
+  }
+  const text = lines.join('\n');
+  log(text);
+  writeFileSync(join(OUT, 'last-run.txt'), `${text}\n`);
+  writeFileSync(join(OUT, 'last-run.json'), JSON.stringify({ main, results, scrape, scaled }, null, 1));
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench: ${error.stack ?? error}\n`);
+  for (const child of children) {
+    if (child.stderrTail)
+      process.stderr.write(`--- ${child.spawnargs.slice(1).join(' ')}\n${child.stderrTail}\n`);
+  }
+  process.exit(1);
+});
