@@ -1,5 +1,6 @@
 // A simulated pyATS job for `pyats-exporter demo`: the event dicts a Reporter Server would send, as Python value
 // stand-ins ready to pickle. Pure and deterministic for its options.
+import { worstResult } from '../events/results.js';
 import type { ResultValue } from '../events/types.js';
 import { PyDateTime, PyObject, PyTimezone, type PyDict, type PyValue } from '../reporter/pyvalues.js';
 
@@ -26,18 +27,6 @@ const RESULT_CODES: Record<ResultValue, number> = {
   errored: 6,
   passx: 7,
 };
-
-// Lowest first, from pyATS's result roll-up table: Skipped + Passed is Passed, Passed + Passx is Passx, Passx +
-// Blocked is Blocked, Blocked + Failed is Failed, Failed + Errored is Errored, anything + Aborted is Aborted.
-const ROLLUP_ORDER: readonly ResultValue[] = [
-  'skipped',
-  'passed',
-  'passx',
-  'blocked',
-  'failed',
-  'errored',
-  'aborted',
-];
 
 const REASONS: Partial<Record<ResultValue, string>> = {
   failed: 'BGP neighbor 10.0.0.2 is in state Idle, expected Established',
@@ -272,10 +261,7 @@ function resolveResults(node: Section): void {
   }
   // Plugins do not count towards their owner's result.
   const counted = node.children.filter((c) => c.type !== 'Plugin').map((c) => c.result);
-  node.result = counted.reduce<ResultValue>(
-    (worst, r) => (ROLLUP_ORDER.indexOf(r) > ROLLUP_ORDER.indexOf(worst) ? r : worst),
-    counted[0] ?? 'passed',
-  );
+  node.result = worstResult(counted) ?? 'passed';
   node.reason = null;
 }
 

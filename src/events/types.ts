@@ -1,7 +1,7 @@
 // The typed records that flow through the pipeline: source → normalize → tracker → sinks.
 // Past the normalizer nothing is `unknown`; sinks may trust every field here.
 
-/** The seven pyATS result values, in roll-up order (worst last is NOT implied; see ROLLUP_ORDER). */
+/** The seven pyATS result values (not in roll-up order: see ROLLUP_ORDER in results.ts). */
 export const RESULT_VALUES = [
   'passed',
   'failed',

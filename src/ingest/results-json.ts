@@ -17,6 +17,7 @@
 // skipped. Also accepted: the TestSuite at top level without the `report` wrapper, results as plain strings,
 // times as ISO strings with offsets or epoch numbers (whatever the normalizer takes).
 import { toEpochMs } from '../events/normalize.js';
+import { worstResult } from '../events/results.js';
 import { resolveZone } from '../events/timezone.js';
 import { RESULT_VALUES, type ResultValue } from '../events/types.js';
 
@@ -55,17 +56,6 @@ const PLUGIN = 'Plugin';
 const CHILD_KEYS = ['tasks', 'sections', 'plugins'] as const;
 /** Deeper nesting is a corrupt or hostile file (pyATS Steps nest a handful of levels). */
 const MAX_DEPTH = 256;
-// Lowest first, from pyATS's result roll-up table: Skipped + Passed is Passed, Passed + Passx is Passx, Passx +
-// Blocked is Blocked, Blocked + Failed is Failed, Failed + Errored is Errored, anything + Aborted is Aborted.
-const ROLLUP_ORDER: readonly ResultValue[] = [
-  'skipped',
-  'passed',
-  'passx',
-  'blocked',
-  'failed',
-  'errored',
-  'aborted',
-];
 const RESULT_SET: ReadonlySet<string> = new Set(RESULT_VALUES);
 /** Only for ordering siblings: every time in one report has the same zone, so any zone orders them alike. */
 const ORDERING_ZONE = resolveZone('UTC');
@@ -183,7 +173,7 @@ function rollUp(node: ReportNode): void {
   const counted = node.children.filter((c) => c.type !== PLUGIN && c.result !== undefined);
   const values = counted.map((c) => c.result as ResultValue);
   const fromSummary = summaryValues(node.dict['summary']);
-  const worst = worstOf(values.length > 0 ? values : fromSummary);
+  const worst = worstResult(values.length > 0 ? values : fromSummary);
   if (worst !== undefined) node.result = worst;
 }
 
@@ -193,14 +183,6 @@ function summaryValues(summary: unknown): ResultValue[] {
     const count = summary[value];
     return typeof count === 'number' && count > 0;
   });
-}
-
-function worstOf(values: readonly ResultValue[]): ResultValue | undefined {
-  let worst: ResultValue | undefined;
-  for (const value of values) {
-    if (worst === undefined || ROLLUP_ORDER.indexOf(value) > ROLLUP_ORDER.indexOf(worst)) worst = value;
-  }
-  return worst;
 }
 
 function resultValueOf(result: unknown): ResultValue | undefined {
