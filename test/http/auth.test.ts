@@ -8,6 +8,7 @@ import { Authenticator, PROBE_PATHS, isBcryptHash, type AuthOptions } from '../.
 import { createApp, listen, type ListeningServer } from '../../src/http/server.js';
 import { ConfigError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
+import { request as httpRequest, type Reply } from '../helpers/http.js';
 
 // Written by Go's x/crypto/bcrypt (exporter-toolkit's own fixture): the password is "fakepassword".
 const GO_HASH = '$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi';
@@ -148,32 +149,8 @@ describe('Authenticator', () => {
   });
 });
 
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  rawHeaders: string[];
-  body: string;
-}
-
-function request(
-  port: number,
-  path: string,
-  headers: http.OutgoingHttpHeaders = {},
-  method = 'GET',
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, headers, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
+function request(port: number, path: string, headers: http.OutgoingHttpHeaders = {}, method = 'GET') {
+  return httpRequest(port, path, { method, headers });
 }
 
 function registryWithSecret(): Registry {

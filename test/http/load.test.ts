@@ -11,34 +11,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AuthOptions } from '../../src/http/auth.js';
 import { createApp, listen, type HttpTimeouts, type ListeningServer } from '../../src/http/server.js';
 import { silentLogger } from '../../src/log.js';
+import { request as httpRequest, type Reply } from '../helpers/http.js';
 
 const WRK = '/usr/bin/wrk';
 // In CI a missing wrk is a broken environment: run (and fail) rather than skip.
 const itWrk = existsSync(WRK) || process.env['CI'] ? it : it.skip;
 
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-function request(
-  port: number,
-  path: string,
-  method = 'GET',
-  headers: http.OutgoingHttpHeaders = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, headers, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
+function request(port: number, path: string, method = 'GET', headers: http.OutgoingHttpHeaders = {}) {
+  return httpRequest(port, path, { method, headers });
 }
 
 /** 40 devices × 50 interfaces = 2000 series, the size of a busy lab's exposition. */

@@ -17,44 +17,11 @@ import { silentLogger, type Logger } from '../../src/log.js';
 import { ExporterHealth, registerProcessMetrics } from '../../src/telemetry/health.js';
 import { MetricsSink } from '../../src/telemetry/metrics.js';
 import { PROCESS_METRICS_LINT, itPromtool, PROMTOOL_SKIP_NOTE, promtoolCheck } from '../helpers/promtool.js';
+import { request } from '../helpers/http.js';
 
 const PROMETHEUS_242_ACCEPT =
   'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,' +
   'text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
-
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-function request(
-  port: number,
-  path: string,
-  options: { method?: string; headers?: http.OutgoingHttpHeaders; agent?: http.Agent | false } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        path,
-        method: options.method ?? 'GET',
-        headers: options.headers,
-        agent: options.agent ?? false,
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** A registry with the app's real metric sets and a few records in them. */
 function populatedRegistry(): Registry {
