@@ -1,6 +1,6 @@
 // Deterministic trace, span and run ids (DESIGN §2): the same job run always maps to the same ids, so a
 // child can be linked before its parent starts and a backfill of a job reproduces the spans it sent live.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 const ZERO_TRACE_ID = '00000000000000000000000000000000';
 const ZERO_SPAN_ID = '0000000000000000';
@@ -11,20 +11,16 @@ const SPAN_DOMAIN = 'pyats-exporter/span\0';
 
 /** 32 lowercase hex chars from sha256 of the run id; never all zero (an invalid W3C trace id). */
 export function traceIdFor(runId: string): string {
-  const id = createHash('sha256').update(TRACE_DOMAIN).update(runId).digest().toString('hex', 0, 16);
+  const id = hash('sha256', TRACE_DOMAIN + runId, 'hex').slice(0, 32);
   // All-zero ids are invalid and would be dropped by every backend; 2^-128 odds, but cheap to rule out.
   return id === ZERO_TRACE_ID ? '00000000000000000000000000000001' : id;
 }
 
 /** 16 lowercase hex chars from sha256 of (run id, seq_num); never all zero. */
 export function spanIdFor(runId: string, seqNum: number): string {
-  const id = createHash('sha256')
-    .update(SPAN_DOMAIN)
-    .update(runId)
-    .update('\0')
-    .update(String(seqNum))
-    .digest()
-    .toString('hex', 0, 8);
+  // One-shot hash (Node >= 20.12) of the same bytes a createHash().update() chain would see: the same ids,
+  // about five times cheaper, and this runs once per section.
+  const id = hash('sha256', `${SPAN_DOMAIN}${runId}\0${seqNum}`, 'hex').slice(0, 16);
   return id === ZERO_SPAN_ID ? '0000000000000001' : id;
 }
 
