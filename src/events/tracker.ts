@@ -70,13 +70,75 @@ interface TrackedSection {
   testcase?: string;
   /** sectionStarted was emitted for it (or is queued to be). */
   started: boolean;
+  /** Its span id, once a child that stopped first needed it as parent id (computed once per section). */
+  spanId?: string;
 }
 
 /**
- * What is known about a section when it ends; the tracker fills the ids in once the job is fixed.
- * `linkSeq` overrides the span parent: a seq_num to link to instead of `parentSeqNum`, or null for none.
+ * A seq_num to link a span to instead of its `parentSeqNum`, or null for no parent; undefined: the parent.
+ * Only orphans get one.
  */
-type SectionEnd = Omit<FinishedSection, 'job' | 'spanId' | 'parentSpanId'> & { linkSeq?: number | null };
+type LinkSeq = number | null | undefined;
+
+/** A finished record waiting for something (its parent, the job's identity), with its link override. */
+interface HeldEnd {
+  end: FinishedSection;
+  linkSeq: LinkSeq;
+}
+
+/** Placeholder identity of a record not delivered yet; `deliver` replaces it (and the empty span id). */
+const UNSET_JOB: JobInfo = { jobId: '', runId: '', traceId: '' };
+
+/** Above this a seq_num goes to the sparse map: a corrupt huge seq_num must not allocate a huge array. */
+const MAX_DENSE_SEQ_NUM = 1 << 22;
+
+/**
+ * The finished seq_nums of one job with their parent_seq_num (NO_PARENT for none). pyATS numbers sections
+ * 1, 2, 3, ... so a growable Float64Array indexed by seq_num (8 bytes each, 0 = not finished) holds a
+ * million-section job in 8 MB where a Map takes ~10 times that; anything else goes to a Map.
+ */
+class FinishedSeqNums {
+  private dense = new Float64Array(1024);
+  private readonly sparse = new Map<number, number>();
+  size = 0;
+
+  /** The parent recorded for `seqNum` (NO_PARENT for none), or undefined when it has not finished. */
+  get(seqNum: number): number | undefined {
+    if (isDenseIndex(seqNum) && seqNum < this.dense.length) {
+      const stored = this.dense[seqNum]!;
+      return stored === 0 ? undefined : stored - 2;
+    }
+    return this.sparse.get(seqNum);
+  }
+
+  has(seqNum: number): boolean {
+    return this.get(seqNum) !== undefined;
+  }
+
+  set(seqNum: number, parent: number): void {
+    // Stored as parent + 2, so that 0 means absent and NO_PARENT (-1) fits; any other parent goes to the map.
+    if (isDenseIndex(seqNum) && (parent === NO_PARENT || isDenseIndex(parent))) {
+      if (seqNum >= this.dense.length) this.grow(seqNum);
+      if (this.dense[seqNum] === 0) this.size += 1;
+      this.dense[seqNum] = parent + 2;
+      return;
+    }
+    if (!this.sparse.has(seqNum)) this.size += 1;
+    this.sparse.set(seqNum, parent);
+  }
+
+  private grow(seqNum: number): void {
+    let length = this.dense.length * 2;
+    while (length <= seqNum) length *= 2;
+    const grown = new Float64Array(Math.min(length, MAX_DENSE_SEQ_NUM + 1));
+    grown.set(this.dense);
+    this.dense = grown;
+  }
+}
+
+function isDenseIndex(n: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n <= MAX_DENSE_SEQ_NUM;
+}
 
 class JobState {
   readonly sections = new Map<number, TrackedSection>();
@@ -84,7 +146,7 @@ class JobState {
    * seq_nums already finished, with their parent_seq_num (NO_PARENT for none): repeated events for them are
    * ignored (idempotence), and the parents let a link that would close a cycle be refused.
    */
-  readonly finished = new Map<number, number>();
+  readonly finished = new FinishedSeqNums();
   readonly counts = Object.fromEntries(RESULT_VALUES.map((r) => [r, 0])) as Record<ResultValue, number>;
   suiteSeq?: number;
   suiteId?: string;
@@ -96,11 +158,11 @@ class JobState {
   earliestTime?: number;
   info?: JobInfo;
   /** Finished records waiting for the job's identity. */
-  pending: SectionEnd[] = [];
+  pending: HeldEnd[] = [];
   /** Started sections whose sectionStarted waits for the job's identity. */
   pendingStarts: TrackedSection[] = [];
   /** Finished sections whose parent is unseen, by seq_num, with the parent they wait for; oldest first. */
-  readonly held = new Map<number, { end: SectionEnd; waitsFor: number }>();
+  readonly held = new Map<number, { end: FinishedSection; waitsFor: number }>();
   /** seq_nums in `held`, by the parent they wait for. */
   readonly heldByParent = new Map<number, number[]>();
   warnedHeldOverflow = false;
@@ -296,13 +358,18 @@ export class SectionTracker {
     job.sections.delete(section.seqNum);
     job.finished.set(section.seqNum, section.parentSeqNum ?? NO_PARENT);
     if (TESTCASE_TYPES.has(section.type)) job.counts[result.value] += 1;
-    this.finish(job, section, {
-      startTime,
-      stopTime: Math.max(stopTime, startTime),
-      runtime: event.runtime ?? Math.max(0, (stopTime - startTime) / 1000),
-      result,
-      incomplete: false,
-    });
+    this.finish(
+      job,
+      section,
+      endOf(
+        section,
+        startTime,
+        Math.max(stopTime, startTime),
+        event.runtime ?? Math.max(0, (stopTime - startTime) / 1000),
+        result,
+        false,
+      ),
+    );
     if (section.seqNum === job.suiteSeq) {
       job.suiteResult = result;
       job.suiteStop = stopTime;
@@ -314,26 +381,21 @@ export class SectionTracker {
   }
 
   /** Emits a finished section, or holds it while its parent is unseen (its span would point nowhere). */
-  private finish(
-    job: JobState,
-    section: TrackedSection,
-    outcome: Pick<SectionEnd, 'startTime' | 'stopTime' | 'runtime' | 'result' | 'incomplete'>,
-  ): void {
-    const end: SectionEnd = { ...describeSection(section), ...outcome };
+  private finish(job: JobState, section: TrackedSection, end: FinishedSection): void {
     let parent = section.parentSeqNum;
     if (
       parent === undefined ||
       section.seqNum === job.suiteSeq ||
       this.parentSeen(job, section.seqNum, parent)
     ) {
-      this.emit(job, end);
+      this.emit(job, end, undefined);
       return;
     }
     // A section naming itself or a descendant as parent waits for nothing but the root.
     if (job.sections.has(parent) || job.finished.has(parent)) parent = NO_PARENT;
     if (job.ended || (parent === NO_PARENT && job.suiteSeq !== undefined)) {
       // The job is over: the parent will not come any more.
-      this.emit(job, this.unlinked(job, end));
+      this.emit(job, end, this.unlink(job, end));
       return;
     }
     job.held.set(end.seqNum, { end, waitsFor: parent });
@@ -355,11 +417,14 @@ export class SectionTracker {
     return true;
   }
 
-  /** An orphan whose parent will never be seen: re-parented to the job's root when known, else unlinked. */
-  private unlinked(job: JobState, end: SectionEnd): SectionEnd {
+  /**
+   * Flags an orphan whose parent will never be seen, and returns its link: the job's root when known, else
+   * none.
+   */
+  private unlink(job: JobState, end: FinishedSection): LinkSeq {
+    end.orphan = true;
     const root = job.suiteSeq;
-    const linkSeq = root !== undefined && root !== end.seqNum ? root : null;
-    return { ...end, orphan: true, linkSeq };
+    return root !== undefined && root !== end.seqNum ? root : null;
   }
 
   /** `parent` was seen: its held children keep their deterministic link to it, and inherit its context. */
@@ -375,7 +440,7 @@ export class SectionTracker {
       if (end.testcase === undefined && !TESTCASE_TYPES.has(end.type) && parent.testcase !== undefined) {
         end.testcase = parent.testcase;
       }
-      this.emit(job, end);
+      this.emit(job, end, undefined);
     }
   }
 
@@ -397,7 +462,8 @@ export class SectionTracker {
       );
     }
     // Its parent may still come: keep the deterministic link, flagged because it was never checked.
-    this.emit(job, parent === NO_PARENT ? this.unlinked(job, end) : { ...end, orphan: true });
+    end.orphan = true;
+    this.emit(job, end, parent === NO_PARENT ? this.unlink(job, end) : undefined);
   }
 
   /** End of the job: parents not seen by now will not come, so those sections are re-parented or unlinked. */
@@ -413,7 +479,7 @@ export class SectionTracker {
     for (const end of held) {
       // Its parent may have been seen by the event that ended the job (the suite's own stop).
       const linked = this.parentSeen(job, end.seqNum, end.parentSeqNum);
-      this.emit(job, linked ? end : this.unlinked(job, end));
+      this.emit(job, end, linked ? undefined : this.unlink(job, end));
     }
   }
 
@@ -444,13 +510,11 @@ export class SectionTracker {
         const stopTime = Math.max(now, startTime);
         const result: SectionResult = { value: 'aborted', reason: 'job ended before the section stopped' };
         if (TESTCASE_TYPES.has(section.type)) job.counts.aborted += 1;
-        this.finish(job, section, {
-          startTime,
-          stopTime,
-          runtime: (stopTime - startTime) / 1000,
-          result,
-          incomplete: true,
-        });
+        this.finish(
+          job,
+          section,
+          endOf(section, startTime, stopTime, (stopTime - startTime) / 1000, result, true),
+        );
       }
     }
     this.releaseAllHeld(job);
@@ -490,13 +554,13 @@ export class SectionTracker {
   }
 
   /** Emits a finished section, or queues it (bounded) while the job's identity is not known yet. */
-  private emit(job: JobState, end: SectionEnd): void {
+  private emit(job: JobState, end: FinishedSection, linkSeq: LinkSeq): void {
     if (this.waiting(job) && this.pendingCount(job) < this.maxPending) {
-      job.pending.push(end);
+      job.pending.push({ end, linkSeq });
       return;
     }
     this.flushPending(job, true);
-    this.deliver(job, end);
+    this.deliver(job, end, linkSeq);
   }
 
   /** Starts first, so a section's start always reaches the sinks before its end. */
@@ -510,16 +574,20 @@ export class SectionTracker {
     for (const section of starts) {
       this.sink.sectionStarted({ job: info, seqNum: section.seqNum, type: section.type, task: section.task });
     }
-    for (const end of ends) this.deliver(job, end);
+    for (const { end, linkSeq } of ends) this.deliver(job, end, linkSeq);
   }
 
-  private deliver(job: JobState, end: SectionEnd): void {
+  /** Fills in the run's identity and the span ids, then hands the record to the sinks. */
+  private deliver(job: JobState, record: FinishedSection, linkSeq: LinkSeq): void {
     const info = this.jobInfo(job);
-    const { linkSeq, ...section } = end;
-    const record: FinishedSection = { ...section, job: info, spanId: spanIdFor(info.runId, end.seqNum) };
-    const link = linkSeq === undefined ? end.parentSeqNum : linkSeq;
-    if (link !== undefined && link !== null && end.seqNum !== job.suiteSeq) {
-      record.parentSpanId = spanIdFor(info.runId, link);
+    record.job = info;
+    if (record.spanId === '') record.spanId = spanIdFor(info.runId, record.seqNum);
+    const link = linkSeq === undefined ? record.parentSeqNum : linkSeq;
+    if (link !== undefined && link !== null && record.seqNum !== job.suiteSeq) {
+      // Children stop before their parent: the parent's id is computed once here and kept for its own span.
+      const parent = job.sections.get(link);
+      if (parent === undefined) record.parentSpanId = spanIdFor(info.runId, link);
+      else record.parentSpanId = parent.spanId ??= spanIdFor(info.runId, link);
     }
     this.sink.sectionFinished(record);
   }
@@ -565,21 +633,38 @@ function inheritTask(job: JobState, event: SectionEvent, parent: TrackedSection 
   return 'unknown';
 }
 
-function describeSection(
+/**
+ * The record of a finished section, built once with every field present (undefined when unknown): one object
+ * shape for every record keeps the sinks' property reads fast, where spreads of optional fields made
+ * dictionary-mode objects. The identity and span ids are filled in by `deliver`.
+ */
+function endOf(
   section: TrackedSection,
-): Omit<SectionEnd, 'startTime' | 'stopTime' | 'runtime' | 'result' | 'incomplete'> {
-  const described: ReturnType<typeof describeSection> = {
+  startTime: number,
+  stopTime: number,
+  runtime: number,
+  result: SectionResult,
+  incomplete: boolean,
+): FinishedSection {
+  return {
+    job: UNSET_JOB,
     seqNum: section.seqNum,
+    parentSeqNum: section.parentSeqNum,
+    spanId: section.spanId ?? '',
+    parentSpanId: undefined,
     type: section.type,
+    id: section.id,
+    name: section.name,
     task: section.task,
+    testcase: section.testcase,
+    startTime,
+    stopTime,
+    runtime,
+    result,
+    logfile: section.logfile,
+    xref: section.xref,
+    incomplete,
     orphan: false,
     started: section.started,
   };
-  if (section.parentSeqNum !== undefined) described.parentSeqNum = section.parentSeqNum;
-  if (section.id !== undefined) described.id = section.id;
-  if (section.name !== undefined) described.name = section.name;
-  if (section.testcase !== undefined) described.testcase = section.testcase;
-  if (section.logfile !== undefined) described.logfile = section.logfile;
-  if (section.xref !== undefined) described.xref = section.xref;
-  return described;
 }

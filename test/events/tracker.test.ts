@@ -486,6 +486,36 @@ describe('SectionTracker faults', () => {
     expect(tracker.stats()).toEqual(EMPTY_STATS);
   });
 
+  it('remembers finished seq_nums of any size: 0, dense, far beyond the dense table, with far parents', () => {
+    const { sink, send, tracker } = setup();
+    const huge = 2 ** 40;
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 0, id: 'job1', startTime: T0 });
+    const stops = [
+      stopOf(5_000, 0, 'Testcase', T0 + 1),
+      stopOf(huge + 1, huge, 'Step', T0 + 2),
+      stopOf(huge, 5_000, 'Testcase', T0 + 3),
+      // A loop in the sparse range: the first waits for its parent, which names it as parent in turn.
+      stopOf(huge + 4, huge + 3, 'Step', T0 + 4),
+      stopOf(huge + 3, huge + 4, 'Step', T0 + 5),
+    ];
+    for (const stop of stops) send('s', stop);
+    for (const stop of stops) send('s', stop);
+    send('s', { phase: 'start', type: 'Step', seqNum: huge, parentSeqNum: 5_000, startTime: T0 + 9 });
+    expect(sink.finished.map((s) => s.seqNum)).toEqual([5_000, huge, huge + 1, huge + 3, huge + 4]);
+    expect(sink.bySeq(huge + 1).parentSpanId).toBe(sink.bySeq(huge).spanId);
+    expect(sink.bySeq(huge).parentSpanId).toBe(sink.bySeq(5_000).spanId);
+    expect(sink.bySeq(huge + 3)).toMatchObject({
+      orphan: true,
+      parentSpanId: spanIdFor(sink.bySeq(5_000).job.runId, 0),
+    });
+    expect(sink.bySeq(huge + 4).parentSpanId).toBe(sink.bySeq(huge + 3).spanId);
+    expect(tracker.stats().finishedSeqNums).toBe(5);
+    send('s', stopOf(0, undefined, 'TestSuite', T0 + 10));
+    send('s', stopOf(0, undefined, 'TestSuite', T0 + 10));
+    expect(sink.jobs).toHaveLength(1);
+    expect(sink.finished).toHaveLength(6);
+  });
+
   it('sends starts seen before the suite started with the final run id', () => {
     const { sink, send } = setup();
     runJob(send);
