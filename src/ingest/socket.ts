@@ -4,6 +4,7 @@
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import type { Logger } from '../log.js';
+import { yieldAfterChunk } from '../pacing.js';
 import {
   KeyedStreams,
   LineSplitter,
@@ -28,6 +29,8 @@ export interface IngestSocketOptions {
   /** File mode of the socket (e.g. 0o660 to let a group of job users write to it); default from the umask. */
   mode?: number;
   logger: Logger;
+  /** Read backpressure: while this returns true no connection is read (see pacing.ts). Default: never. */
+  holdWhile?: () => boolean;
 }
 
 export type IngestSocketErrorCode = 'socket_in_use' | 'not_a_socket' | 'listen_failed';
@@ -164,7 +167,10 @@ export class IngestSocketServer {
       lines: 0,
     };
     this.writers.add(writer);
-    socket.on('data', (chunk: Buffer) => this.handleLines(writer, writer.splitter.push(chunk)));
+    socket.on('data', (chunk: Buffer) => {
+      this.handleLines(writer, writer.splitter.push(chunk));
+      yieldAfterChunk(socket, this.options.holdWhile);
+    });
     socket.on('end', () => socket.end());
     socket.on('error', (err) => this.options.logger.debug({ err }, 'ingest connection error'));
     socket.on('close', () => this.finish(writer));

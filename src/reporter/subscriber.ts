@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import net from 'node:net';
 import type { Logger } from '../log.js';
+import { yieldAfterChunk } from '../pacing.js';
 import { FrameError, FrameReader, encodeFrame, type HeaderFormat } from './framing.js';
 
 export interface ConnectionInfo {
@@ -47,6 +48,11 @@ export interface ReporterSubscriberOptions {
   decode: (frame: Uint8Array) => unknown;
   handlers: SubscriberHandlers;
   logger: Logger;
+  /**
+   * Read backpressure: while this returns true the socket is not read (see pacing.ts), so the reporter waits
+   * instead of the exporter queueing without bound. Default: never.
+   */
+  holdWhile?: () => boolean;
 }
 
 /** `idle` until start(); `stopped` after stop(). */
@@ -240,6 +246,7 @@ export class ReporterSubscriber {
       connection.delivered = true;
       this.guard('event', () => handlers.event(info, value));
     }
+    if (!failure && this.current !== 'stopped') yieldAfterChunk(connection.socket, this.options.holdWhile);
     if (failure && !connection.socket.destroyed) {
       const { code, message } = failure;
       logger.warn(

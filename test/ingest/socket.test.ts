@@ -117,6 +117,31 @@ describe('IngestSocketServer', () => {
     expect(server.connections).toBe(0);
   });
 
+  it('stops reading while holdWhile says the sinks are behind, then takes every line', async () => {
+    const core = createCore();
+    let hold = true;
+    const server = await startServer(core.pipeline, { holdWhile: () => hold });
+    const socket = await connect(server.path);
+    // ~4 MB of valid events: more than the socket buffers, so the held server leaves most of it unread.
+    const lines = Array.from({ length: 20_000 }, (_, i) =>
+      JSON.stringify({ event: 'init_task', type: 'Task', seq_num: i + 2, id: `t${i}`, pad: 'x'.repeat(160) }),
+    );
+    let written = false;
+    socket.write(lines.join('\n') + '\n', () => (written = true));
+    await until('the first chunk', () => ((core.received.get('ndjson_socket') ?? 0) > 0 ? true : undefined));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const whileHeld = core.received.get('ndjson_socket') ?? 0;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(core.received.get('ndjson_socket')).toBe(whileHeld);
+    expect(whileHeld).toBeLessThan(lines.length);
+    expect(written).toBe(false);
+    hold = false;
+    await until('every line', () => (core.received.get('ndjson_socket') === lines.length ? true : undefined));
+    expect(written).toBe(true);
+    expect(core.rejected.size).toBe(0);
+    await closeSocket(socket);
+  });
+
   it('ends the stream when the connection closes, abandoning what is still open', async () => {
     const core = createCore();
     const server = await startServer(core.pipeline);

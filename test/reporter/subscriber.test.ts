@@ -171,6 +171,36 @@ describe('ReporterSubscriber', () => {
     expect(conn?.connectedAt).toBeGreaterThan(0);
   });
 
+  it('stops reading while holdWhile says the sinks are behind, then delivers everything in order', async () => {
+    const path = join(await tempDir(), 'reporter.sock');
+    // ~6 MB: far more than the socket buffers hold, so a held reader makes the reporter's writes wait.
+    const texts = Array.from({ length: 3000 }, (_, i) => `${i}:${'x'.repeat(2000)}`);
+    let drained = false;
+    await TestReporter.listen(path, (socket) => {
+      if (socket.write(frames(texts))) drained = true;
+      else socket.once('drain', () => (drained = true));
+    });
+    let hold = true;
+    let checks = 0;
+    const recorder = new Recorder();
+    subscribe(path, recorder, {
+      holdWhile: () => {
+        checks += 1;
+        return hold;
+      },
+    });
+    await waitFor(() => recorder.events().length > 0 && checks > 5, 'first chunk, then held');
+    const whileHeld = recorder.events().length;
+    await sleep(100);
+    expect(recorder.events().length).toBe(whileHeld);
+    expect(whileHeld).toBeLessThan(texts.length);
+    expect(drained).toBe(false);
+    hold = false;
+    await waitFor(() => recorder.events().length === texts.length, 'all events after release', 20_000);
+    expect(recorder.events()).toEqual(texts);
+    expect(drained).toBe(true);
+  });
+
   it('sends no request to a reporter that streams unprompted (it would not need one)', async () => {
     const path = join(await tempDir(), 'reporter.sock');
     const reporter = await TestReporter.listen(path, (socket) => socket.write(frames(['a', 'b'])));
