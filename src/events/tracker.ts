@@ -106,9 +106,10 @@ class FinishedSeqNums {
   get(seqNum: number): number | undefined {
     if (isDenseIndex(seqNum) && seqNum < this.dense.length) {
       const stored = this.dense[seqNum]!;
-      return stored === 0 ? undefined : stored - 2;
+      if (stored !== 0) return stored - 2;
     }
-    return this.sparse.get(seqNum);
+    // A small seq_num with an odd parent is in the map too.
+    return this.sparse.size === 0 ? undefined : this.sparse.get(seqNum);
   }
 
   has(seqNum: number): boolean {

@@ -501,6 +501,13 @@ describe('SectionTracker faults', () => {
     for (const stop of stops) send('s', stop);
     for (const stop of stops) send('s', stop);
     send('s', { phase: 'start', type: 'Step', seqNum: huge, parentSeqNum: 5_000, startTime: T0 + 9 });
+    // A small seq_num whose parent is outside the dense range: remembered all the same.
+    const farChild = stopOf(7, huge, 'Step', T0 + 9);
+    send('s', farChild);
+    send('s', farChild);
+    expect(sink.finished.filter((s) => s.seqNum === 7)).toHaveLength(1);
+    expect(sink.bySeq(7).parentSpanId).toBe(sink.bySeq(huge).spanId);
+    sink.finished.splice(sink.finished.indexOf(sink.bySeq(7)), 1);
     expect(sink.finished.map((s) => s.seqNum)).toEqual([5_000, huge, huge + 1, huge + 3, huge + 4]);
     expect(sink.bySeq(huge + 1).parentSpanId).toBe(sink.bySeq(huge).spanId);
     expect(sink.bySeq(huge).parentSpanId).toBe(sink.bySeq(5_000).spanId);
@@ -509,7 +516,7 @@ describe('SectionTracker faults', () => {
       parentSpanId: spanIdFor(sink.bySeq(5_000).job.runId, 0),
     });
     expect(sink.bySeq(huge + 4).parentSpanId).toBe(sink.bySeq(huge + 3).spanId);
-    expect(tracker.stats().finishedSeqNums).toBe(5);
+    expect(tracker.stats().finishedSeqNums).toBe(6);
     send('s', stopOf(0, undefined, 'TestSuite', T0 + 10));
     send('s', stopOf(0, undefined, 'TestSuite', T0 + 10));
     expect(sink.jobs).toHaveLength(1);
