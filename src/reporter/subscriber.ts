@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import net from 'node:net';
 import type { Logger } from '../log.js';
-import { yieldAfterChunk } from '../pacing.js';
+import { HOLD_POLL_MS, yieldAfterChunk } from '../pacing.js';
 import { FrameError, FrameReader, encodeFrame, type HeaderFormat } from './framing.js';
 
 export interface ConnectionInfo {
@@ -79,6 +79,11 @@ interface Connection {
   requestTimer: NodeJS.Timeout | undefined;
   error: NodeJS.ErrnoException | undefined;
   closed: Promise<void>;
+  /**
+   * Frames read but not yet handed over (held by backpressure), and what waits for them: the peer may close
+   * while they wait, and its end and close must reach the handlers after them.
+   */
+  undelivered: { afterwards: (() => void)[] } | undefined;
 }
 
 /** How long a new connection waits for the reporter to speak before sending the subscribe request. */
@@ -177,19 +182,22 @@ export class ReporterSubscriber {
       requestTimer: undefined,
       error: undefined,
       closed: new Promise((resolve) => (closedResolve = resolve)),
+      undelivered: undefined,
     };
     this.connection = connection;
     socket.on('connect', () => this.onConnect(connection));
     socket.on('data', (chunk: Buffer) => this.onData(connection, chunk));
     socket.on('end', () => {
       connection.ended = true;
-      this.onEnd(connection);
+      this.afterDelivery(connection, () => this.onEnd(connection));
     });
     socket.on('error', (err: NodeJS.ErrnoException) => (connection.error ??= err));
     socket.on('close', () => {
       clearTimeout(connection.requestTimer);
-      this.onClose(connection);
-      closedResolve();
+      this.afterDelivery(connection, () => {
+        this.onClose(connection);
+        closedResolve();
+      });
     });
   }
 
@@ -221,7 +229,6 @@ export class ReporterSubscriber {
     connection.received = true;
     const info = connection.info;
     if (!info || connection.reset || connection.socket.destroyed) return;
-    const { handlers, decode, logger } = this.options;
     let frames: Uint8Array[];
     let failure: FrameError | undefined;
     try {
@@ -231,9 +238,35 @@ export class ReporterSubscriber {
       failure = err;
       frames = err.frames;
     }
-    for (const frame of frames) {
-      // A handler may have stopped the subscriber; deliver nothing after that.
-      if (connection.socket.destroyed) return;
+    this.deliver(connection, info, frames, 0, failure);
+  }
+
+  /**
+   * Decodes and hands over `frames` from `from` on. Backpressure is checked between frames, not only between
+   * socket chunks: one 64 KiB chunk can hold a hundred sections, more than a small span queue has room for.
+   */
+  private deliver(
+    connection: Connection,
+    info: ConnectionInfo,
+    frames: Uint8Array[],
+    from: number,
+    failure: FrameError | undefined,
+  ): void {
+    const { handlers, decode, logger, holdWhile } = this.options;
+    for (let i = from; i < frames.length; i++) {
+      // A handler may have stopped the subscriber, or a framing error reset the connection: deliver nothing
+      // more. A peer that closed meanwhile still gets what it sent.
+      if (connection.stopped || connection.reset || this.current === 'stopped') {
+        this.delivered(connection);
+        return;
+      }
+      if (holdWhile?.() === true) {
+        connection.undelivered ??= { afterwards: [] };
+        connection.socket.pause();
+        setTimeout(() => this.deliver(connection, info, frames, i, failure), HOLD_POLL_MS);
+        return;
+      }
+      const frame = frames[i]!;
       let value: unknown;
       try {
         value = decode(frame);
@@ -246,17 +279,32 @@ export class ReporterSubscriber {
       connection.delivered = true;
       this.guard('event', () => handlers.event(info, value));
     }
-    if (!failure && this.current !== 'stopped') yieldAfterChunk(connection.socket, this.options.holdWhile);
-    if (failure && !connection.socket.destroyed) {
-      const { code, message } = failure;
-      logger.warn(
-        { connection: info.id, code, detail: message },
-        'reporter stream cannot be framed; reconnecting',
-      );
-      this.guard('frameRejected', () => handlers.frameRejected(info, code, message));
-      connection.reset = true;
-      connection.socket.destroy();
+    this.delivered(connection);
+    if (connection.socket.destroyed || this.current === 'stopped') return;
+    if (failure === undefined) {
+      yieldAfterChunk(connection.socket, holdWhile);
+      return;
     }
+    const { code, message } = failure;
+    logger.warn(
+      { connection: info.id, code, detail: message },
+      'reporter stream cannot be framed; reconnecting',
+    );
+    this.guard('frameRejected', () => handlers.frameRejected(info, code, message));
+    connection.reset = true;
+    connection.socket.destroy();
+  }
+
+  /** Runs `then` now, or once the frames held back by backpressure have been handed over. */
+  private afterDelivery(connection: Connection, then: () => void): void {
+    if (connection.undelivered === undefined) then();
+    else connection.undelivered.afterwards.push(then);
+  }
+
+  private delivered(connection: Connection): void {
+    const waiting = connection.undelivered;
+    connection.undelivered = undefined;
+    for (const then of waiting?.afterwards ?? []) then();
   }
 
   private onEnd(connection: Connection): void {

@@ -180,25 +180,37 @@ describe('ReporterSubscriber', () => {
       if (socket.write(frames(texts))) drained = true;
       else socket.once('drain', () => (drained = true));
     });
-    let hold = true;
-    let checks = 0;
+    // Held once 100 events are in: backpressure is checked between frames, so exactly 100 get through.
+    let holdAt = 100;
     const recorder = new Recorder();
-    subscribe(path, recorder, {
-      holdWhile: () => {
-        checks += 1;
-        return hold;
-      },
-    });
-    await waitFor(() => recorder.events().length > 0 && checks > 5, 'first chunk, then held');
-    const whileHeld = recorder.events().length;
+    subscribe(path, recorder, { holdWhile: () => recorder.events().length >= holdAt });
+    await waitFor(() => recorder.events().length === holdAt, 'events up to the hold');
     await sleep(100);
-    expect(recorder.events().length).toBe(whileHeld);
-    expect(whileHeld).toBeLessThan(texts.length);
+    expect(recorder.events()).toHaveLength(holdAt);
     expect(drained).toBe(false);
-    hold = false;
+    holdAt = Infinity;
     await waitFor(() => recorder.events().length === texts.length, 'all events after release', 20_000);
     expect(recorder.events()).toEqual(texts);
     expect(drained).toBe(true);
+  });
+
+  it('hands over frames held back by backpressure before the close of a peer that already left', async () => {
+    const path = join(await tempDir(), 'reporter.sock');
+    const texts = Array.from({ length: 300 }, (_, i) => `e${i}`);
+    // Everything in one write, then the reporter closes: the frames are read before they are handed over.
+    await TestReporter.listen(path, (socket) => socket.end(frames(texts)));
+    let holdAt = 10;
+    const recorder = new Recorder();
+    subscribe(path, recorder, {
+      holdWhile: () => recorder.events().length >= holdAt,
+      subscribeRequest: null,
+    });
+    await waitFor(() => recorder.events().length === holdAt, 'events up to the hold');
+    await sleep(100);
+    expect(recorder.of('disconnected')).toEqual([]);
+    holdAt = Infinity;
+    await waitFor(() => recorder.of('disconnected').length === 1, 'disconnected');
+    expect(recorder.summary()).toEqual(['connected', ...texts.map((t) => `event:${t}`), 'disconnected:eof']);
   });
 
   it('sends no request to a reporter that streams unprompted (it would not need one)', async () => {
