@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { Registry, type Metric, type RegistryContentType } from 'prom-client';
 import type { Logger } from '../log.js';
+import { isSelfRendering } from '../telemetry/series.js';
 import { Authenticator, requireAuth, type AuthOptions } from './auth.js';
 import { clientCertificateProblem, httpsServerOptions, type TlsSettings } from './web-config.js';
 
@@ -74,20 +75,41 @@ export const CONTENT_TYPES: Record<ExpositionFormat, RegistryContentType> = {
 };
 
 /**
- * Serializes `registry` in `format` without touching the registry's own state.
+ * Serializes `registry` in `format` without touching the registry's own state, in the registry's order and
+ * byte for byte as prom-client would write it.
  *
- * prom-client 15 picks the format from registry-wide state: `setContentType()` then `metrics()`. That is
- * wrong for a shared registry under concurrent scrapes: `metrics()` awaits each metric's `get()` and
- * reads the content type again afterwards, so a scrape asking for the other format in between flips it
- * mid-serialization; and in OpenMetrics mode `metrics()` renames every counter object in place
- * (`x_total` → `x`), so Prometheus-text scrapes afterwards lose their `_total` suffix. Instead each scrape
- * takes one snapshot (`getMetricsAsJSON`, which also applies default labels) and lets a fresh, private
- * Registry of the wanted content type format it, through read-only views of the snapshot.
+ * Families that print themselves (telemetry/series.ts: the pyats_* section and job metrics, most of the series)
+ * are written by string concatenation, synchronously, so no observation lands in the middle of one. The rest
+ * (health, process and overflow metrics) go through a snapshot, because prom-client 15 picks the format from
+ * registry-wide state: `setContentType()` then `metrics()`. That is wrong for a shared registry under
+ * concurrent scrapes: `metrics()` awaits each metric's `get()` and reads the content type again afterwards, so
+ * a scrape asking for the other format in between flips it mid-serialization; and in OpenMetrics mode
+ * `metrics()` renames every counter object in place (`x_total` → `x`), so Prometheus-text scrapes afterwards
+ * lose their `_total` suffix. Instead each scrape takes one snapshot of those metrics (their `get()`) and lets
+ * a fresh, private Registry of the wanted content type format it, through read-only views of the snapshot.
+ * Registry default labels are not applied (the exporter sets none).
  */
 export async function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<string> {
-  const snapshot = await registry.getMetricsAsJSON();
+  const openMetrics = format === 'openmetrics';
+  const metrics: unknown[] = registry.getMetricsAsArray();
+  const snapshotTexts = await renderSnapshots(metrics.filter((m) => !isSelfRendering(m)) as Metric[], format);
+  const parts: string[] = [];
+  let next = 0;
+  for (const metric of metrics) {
+    parts.push(
+      isSelfRendering(metric) ? metric.renderExposition(openMetrics) : (snapshotTexts[next++] ?? ''),
+    );
+  }
+  // prom-client's own framing: a blank line between Prometheus-text families; `# EOF` once, last.
+  return openMetrics ? `${parts.join('\n')}\n# EOF\n` : `${parts.join('\n\n')}\n`;
+}
+
+/** Each metric's text (no trailing newline), from one snapshot of them all, in their order. */
+async function renderSnapshots(metrics: Metric[], format: ExpositionFormat): Promise<string[]> {
+  const snapshot = await Promise.all(metrics.map((metric) => metric.get()));
   const scratch = new Registry<RegistryContentType>();
   scratch.setContentType(CONTENT_TYPES[format]);
+  const names: string[] = [];
   for (const family of snapshot) {
     // prom-client's typings say `type` is a numeric enum; at run time it is the string ('counter', ...).
     const type = String(family.type);
@@ -97,10 +119,10 @@ export async function renderMetrics(registry: Registry, format: ExpositionFormat
     const view = { name, help: family.help, type, get: () => Promise.resolve({ ...family, name, values }) };
     // Registry only reads name/type and calls get() on what it formats; a view is enough.
     scratch.registerMetric(view as unknown as Metric);
+    names.push(name);
   }
-  return scratch.metrics();
+  return Promise.all(names.map((name) => scratch.getSingleMetricAsString(name)));
 }
-
 /** A snapshot sample as prom-client builds it at run time; its typings leave out a bucket's `exemplar`. */
 interface SnapshotValue {
   value: number;

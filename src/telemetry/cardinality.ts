@@ -105,73 +105,99 @@ export class LabelValueLimiter {
   }
 }
 
-/** One string per label tuple; length prefixes make it injective whatever the values contain. */
-function tupleKey(a: string, b: string, c: string, d: string): string {
-  return `${a.length}:${a}${b.length}:${b}${c.length}:${c}${d.length}:${d}`;
-}
-
-interface Entry<C> {
-  child: C;
-  labels: Record<string, string>;
-  /** Label values after the guard, in `labelNames` order. */
-  values: readonly string[];
-}
+type Level3<C> = Map<string, C>;
+type Level2<C> = Map<string, Level3<C>>;
+type Level1<C> = Map<string, Level2<C>>;
 
 /**
- * The label children of one metric, cached by their guarded value tuple, so the per-record path neither
- * builds label objects nor re-validates them, and the cache never holds more entries than there are series.
+ * The label children of one metric by their guarded values, in nested Maps (one level per label, `''` past
+ * the last), so the per-record path builds no key string, and the cache never holds more children than there
+ * are series.
  */
 export class GuardedChildren<C> {
-  private readonly entries = new Map<string, Entry<C>>();
+  private readonly root = new Map<string, Level1<C>>();
+  private count = 0;
   private readonly limiters: readonly (LabelValueLimiter | undefined)[];
+  private readonly l0: LabelValueLimiter | undefined;
+  private readonly l1: LabelValueLimiter | undefined;
+  private readonly l2: LabelValueLimiter | undefined;
+  private readonly l3: LabelValueLimiter | undefined;
 
   constructor(
     private readonly guard: CardinalityGuard,
     readonly metric: string,
     private readonly labelNames: readonly string[],
-    private readonly create: (labels: Record<string, string>) => C,
-    private readonly remove: (labels: Record<string, string>) => void,
+    private readonly create: (values: readonly string[]) => C,
+    private readonly remove: (values: readonly string[], child: C) => void,
   ) {
     if (labelNames.length > 4) throw new Error(`${metric}: at most four cached labels are supported`);
     this.limiters = labelNames.map((name) =>
       isGuardedLabel(name) ? guard.limiter(metric, name) : undefined,
     );
+    [this.l0, this.l1, this.l2, this.l3] = this.limiters;
   }
 
   /** The child for these label values (in `labelNames` order), guarded values mapped first. */
   get(a: string, b = '', c = '', d = ''): C {
-    const now = this.guard.admitTime();
-    const [l0, l1, l2, l3] = this.limiters;
-    if (l0 !== undefined) a = l0.admit(a, now);
-    if (l1 !== undefined) b = l1.admit(b, now);
-    if (l2 !== undefined) c = l2.admit(c, now);
-    if (l3 !== undefined) d = l3.admit(d, now);
-    const key = tupleKey(a, b, c, d);
-    let entry = this.entries.get(key);
-    if (entry === undefined) {
-      const values = [a, b, c, d].slice(0, this.labelNames.length);
-      const labels: Record<string, string> = {};
-      this.labelNames.forEach((name, i) => (labels[name] = values[i] ?? ''));
-      entry = { child: this.create(labels), labels, values };
-      this.entries.set(key, entry);
+    // A child found under the values as given means each of them holds a slot (or is `__other__` itself):
+    // admitting them again would change nothing and count no overflow, unless idle values expire, when their
+    // last use must be noted.
+    const hit = this.root.get(a)?.get(b)?.get(c)?.get(d);
+    if (hit !== undefined) {
+      if (this.guard.expires) this.admit(a, b, c, d);
+      return hit;
     }
-    return entry.child;
+    return this.admit(a, b, c, d);
+  }
+
+  private admit(a: string, b: string, c: string, d: string): C {
+    const now = this.guard.admitTime();
+    if (this.l0 !== undefined) a = this.l0.admit(a, now);
+    if (this.l1 !== undefined) b = this.l1.admit(b, now);
+    if (this.l2 !== undefined) c = this.l2.admit(c, now);
+    if (this.l3 !== undefined) d = this.l3.admit(d, now);
+    let m1 = this.root.get(a);
+    if (m1 === undefined) this.root.set(a, (m1 = new Map()));
+    let m2 = m1.get(b);
+    if (m2 === undefined) m1.set(b, (m2 = new Map()));
+    let m3 = m2.get(c);
+    if (m3 === undefined) m2.set(c, (m3 = new Map()));
+    let child = m3.get(d);
+    if (child === undefined) {
+      child = this.create([a, b, c, d].slice(0, this.labelNames.length));
+      m3.set(d, child);
+      this.count += 1;
+    }
+    return child;
   }
 
   /** Drops the series of values the limiters have released as idle. */
   sweepIdle(cutoff: number): void {
     const released = this.limiters.map((limiter) => limiter?.takeIdle(cutoff));
     if (!released.some((set) => set !== undefined && set.size > 0)) return;
-    for (const [key, entry] of this.entries) {
-      if (entry.values.some((value, i) => released[i]?.has(value) === true)) {
-        this.remove(entry.labels);
-        this.entries.delete(key);
+    const gone = (i: number, value: string): boolean => released[i]?.has(value) === true;
+    const width = this.labelNames.length;
+    // Deleting the entry being visited is safe in a Map iteration; emptied levels are pruned on the way up.
+    for (const [a, m1] of this.root) {
+      for (const [b, m2] of m1) {
+        for (const [c, m3] of m2) {
+          for (const [d, child] of m3) {
+            if (gone(0, a) || gone(1, b) || gone(2, c) || gone(3, d)) {
+              this.remove([a, b, c, d].slice(0, width), child);
+              m3.delete(d);
+              this.count -= 1;
+            }
+          }
+          if (m3.size === 0) m2.delete(c);
+        }
+        if (m2.size === 0) m1.delete(b);
       }
+      if (m1.size === 0) this.root.delete(a);
     }
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.count;
   }
 }
 
@@ -195,7 +221,11 @@ export interface LabelStats {
 
 /** The limits and limiters of one MetricsSink, and the overflow counter they report to. */
 export class CardinalityGuard {
+  /** True when values idle for `idleTtlMs` are released, so every use must be time-stamped. */
+  readonly expires: boolean;
   private readonly overflowTotal: Counter<'metric' | 'label'>;
+  /** Overflows counted since the last collection, per overflow series, in the order they first happened. */
+  private readonly pendingOverflows = new Map<{ metric: string; label: GuardedLabel }, number>();
   private readonly limiters: LabelValueLimiter[] = [];
   private readonly caches: GuardedChildren<unknown>[] = [];
   private readonly maxValues: number;
@@ -211,33 +241,41 @@ export class CardinalityGuard {
     this.maxValues = limits.maxValues ?? DEFAULT_MAX_LABEL_VALUES;
     this.perLabel = { ...limits.perLabel };
     this.idleTtlMs = limits.idleTtlMs ?? 0;
+    this.expires = this.idleTtlMs > 0;
     this.precreate = options.precreateOverflowSeries ?? true;
     this.now = options.now ?? Date.now;
+    const pending = this.pendingOverflows;
     this.overflowTotal = new Counter({
       name: 'pyats_exporter_label_overflow_total',
       help: 'Label values reported as __other__ because their metric already had the maximum distinct values of that label.',
       labelNames: ['metric', 'label'],
       registers: [options.registry],
+      // A flood of new values overflows on every record: counted in a Map, handed to prom-client when read.
+      collect() {
+        for (const [labels, count] of pending) this.inc(labels, count);
+        pending.clear();
+      },
     });
   }
 
   /** A new limiter for `label` of `metric`, reporting its overflows to the counter. */
   limiter(metric: string, label: GuardedLabel): LabelValueLimiter {
-    const child = this.overflowTotal.labels(metric, label);
-    if (this.precreate) child.inc(0);
+    const labels = { metric, label };
+    if (this.precreate) this.overflowTotal.inc(labels, 0);
+    const pending = this.pendingOverflows;
     const limiter = new LabelValueLimiter(metric, label, this.perLabel[label] ?? this.maxValues, () =>
-      child.inc(),
+      pending.set(labels, (pending.get(labels) ?? 0) + 1),
     );
     this.limiters.push(limiter);
     return limiter;
   }
 
-  /** A guarded child cache for `metric`; `remove` deletes the series of one cached child. */
+  /** A guarded child cache for `metric`; `create` makes the series of a value tuple, `remove` deletes them. */
   children<C>(
     metric: string,
     labelNames: readonly string[],
-    create: (labels: Record<string, string>) => C,
-    remove: (labels: Record<string, string>) => void,
+    create: (values: readonly string[]) => C,
+    remove: (values: readonly string[], child: C) => void,
   ): GuardedChildren<C> {
     const cache = new GuardedChildren(this, metric, labelNames, create, remove);
     this.caches.push(cache as GuardedChildren<unknown>);

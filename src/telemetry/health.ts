@@ -25,28 +25,51 @@ export class ExporterHealth {
   private readonly spansDroppedTotal: Counter<'reason'>;
   /** Open connections per socket path, so `reporter_up` stays 1 until the last of them closes. */
   private readonly openBySocket = new Map<string, number>();
+  /**
+   * Per-event counts since the counters were last read, by label value. prom-client hashes and validates
+   * the labels of every `inc`; these are called once per event, so they count here and each counter's
+   * `collect()` hands the sums over when it is read (scrape, push, `get()`).
+   */
+  private readonly receivedBySource = new Map<string, number>();
+  private readonly rejectedByReason = new Map<string, number>();
+  private readonly droppedByReason = new Map<string, number>();
 
   constructor(options: ExporterHealthOptions) {
     const registers = [options.registry];
 
+    const received = this.receivedBySource;
     this.eventsReceived = new Counter({
       name: 'pyats_exporter_events_received_total',
       help: 'Raw reporter events received, by source.',
       labelNames: ['source'],
       registers,
+      collect() {
+        for (const [source, count] of received) this.inc({ source }, count);
+        received.clear();
+      },
     });
+    const rejected = this.rejectedByReason;
     this.eventsRejected = new Counter({
       name: 'pyats_exporter_events_rejected_total',
       help: 'Events or frames refused (bad frame, bad field, ...), by reason.',
       labelNames: ['reason'],
       registers,
+      collect() {
+        for (const [reason, count] of rejected) this.inc({ reason }, count);
+        rejected.clear();
+      },
     });
     for (const reason of REJECT_REASONS) this.eventsRejected.inc({ reason }, 0);
+    const dropped = this.droppedByReason;
     this.fieldsDropped = new Counter({
       name: 'pyats_exporter_event_fields_dropped_total',
       help: 'Unusable descriptive fields dropped from events that were kept, by reason.',
       labelNames: ['reason'],
       registers,
+      collect() {
+        for (const [reason, count] of dropped) this.inc({ reason }, count);
+        dropped.clear();
+      },
     });
 
     // `_open` rather than the bare name: in OpenMetrics the counter below is the family
@@ -98,17 +121,17 @@ export class ExporterHealth {
 
   /** One raw event arrived from `source` (e.g. `reporter_socket`, `ndjson`). */
   eventReceived(source: string): void {
-    this.eventsReceived.inc({ source });
+    addOne(this.receivedBySource, source);
   }
 
   /** An event or frame was refused: a normalizer `RejectReason` or a frame-level one (`decode_error`, ...). */
   eventRejected(reason: string): void {
-    this.eventsRejected.inc({ reason });
+    addOne(this.rejectedByReason, reason);
   }
 
   /** A field of an event was unusable and dropped; the event itself was kept. */
   fieldDropped(reason: string): void {
-    this.fieldsDropped.inc({ reason });
+    addOne(this.droppedByReason, reason);
   }
 
   /** A configured socket path: its `reporter_up` series exists (at 0) before the first connection. */
@@ -154,6 +177,10 @@ export class ExporterHealth {
   spansDropped(count: number, reason: string): void {
     if (Number.isFinite(count) && count > 0) this.spansDroppedTotal.inc({ reason }, count);
   }
+}
+
+function addOne(counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
 }
 
 /**

@@ -1,7 +1,7 @@
-// The Prometheus sink: turns finished sections and job summaries into prom-client metrics, with label
+// The Prometheus sink: turns finished sections and job summaries into metric series (series.ts), with label
 // cardinality bounded (cardinality.ts) and trace exemplars on section durations.
 // Metric names and labels are a public contract (DESIGN §3); alerts and dashboards depend on them.
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { ConfigError } from '../errors.js';
 import {
   CardinalityGuard,
@@ -10,6 +10,7 @@ import {
   type LabelStats,
   type LabelValueLimiter,
 } from './cardinality.js';
+import { HistogramFamily, ScalarFamily, type HistogramSeries, type ScalarSeries } from './series.js';
 import {
   RESULT_VALUES,
   type FinishedSection,
@@ -61,32 +62,18 @@ export interface CardinalityReport {
   openRuns: number;
 }
 
-interface CounterChild {
-  inc(value?: number): void;
-}
-interface GaugeChild {
-  set(value: number): void;
-}
-interface HistogramChild {
-  observe(value: number): void;
-}
-/** `trace_id` and `span_id`: the exemplar label names Prometheus and Grafana link to traces by. */
-type TraceExemplar = { trace_id: string; span_id: string };
-interface DurationChild {
-  observe(value: number, exemplar: TraceExemplar): void;
-}
-
 /** The seven `*_last_result` series of one testcase or job: exactly one of them is 1. */
-type LastResultChildren = Record<ResultValue, GaugeChild>;
+type LastResultChildren = Record<ResultValue, ScalarSeries>;
 
 function setLastResult(children: LastResultChildren, result: ResultValue): void {
-  for (const value of RESULT_VALUES) children[value].set(value === result ? 1 : 0);
+  for (const value of RESULT_VALUES) children[value].value = value === result ? 1 : 0;
 }
 
 interface InProgressJob {
   /** Open runs shown under this `job` value: two runs of one job can overlap, and `__other__` holds many jobs. */
   runs: Set<string>;
-  byType: Map<string, { child: GaugeChild; count: number }>;
+  /** The series' value is the count of this job's sections of that type in progress. */
+  byType: Map<string, ScalarSeries>;
 }
 
 /** Refuses duration buckets prom-client would misreport (start-up only). */
@@ -104,17 +91,18 @@ export function validateDurationBuckets(buckets: readonly number[]): void {
 
 export class MetricsSink implements SectionSink {
   private readonly guard: CardinalityGuard;
-  private readonly sectionResults: GuardedChildren<CounterChild>;
-  private readonly sectionDuration: GuardedChildren<DurationChild>;
-  private readonly testcaseResults: GuardedChildren<CounterChild>;
+  private readonly sectionResults: GuardedChildren<ScalarSeries>;
+  private readonly sectionDuration: GuardedChildren<HistogramSeries>;
+  private readonly exemplars: boolean;
+  private readonly testcaseResults: GuardedChildren<ScalarSeries>;
   private readonly testcaseLastResult: GuardedChildren<LastResultChildren>;
-  private readonly sectionsAbandoned: GuardedChildren<CounterChild>;
-  private readonly jobRuns: GuardedChildren<CounterChild>;
-  private readonly jobDuration: GuardedChildren<HistogramChild>;
-  private readonly jobSuccessRatio: GuardedChildren<GaugeChild>;
-  private readonly jobLastCompletion: GuardedChildren<GaugeChild>;
+  private readonly sectionsAbandoned: GuardedChildren<ScalarSeries>;
+  private readonly jobRuns: GuardedChildren<ScalarSeries>;
+  private readonly jobDuration: GuardedChildren<HistogramSeries>;
+  private readonly jobSuccessRatio: GuardedChildren<ScalarSeries>;
+  private readonly jobLastCompletion: GuardedChildren<ScalarSeries>;
   private readonly jobLastResult: GuardedChildren<LastResultChildren>;
-  private readonly inProgressGauge: Gauge;
+  private readonly inProgressFamily: ScalarFamily;
   private readonly inProgressJobs: LabelValueLimiter;
   private readonly inProgressTypes: LabelValueLimiter;
   /** Keyed by the guarded `job` value: jobs past the cap share the `__other__` entry. */
@@ -124,7 +112,6 @@ export class MetricsSink implements SectionSink {
 
   constructor(options: MetricsSinkOptions) {
     const registry = options.registry;
-    const registers = [registry];
     const durationBuckets = options.durationBuckets ?? [...DEFAULT_SECTION_DURATION_BUCKETS];
     validateDurationBuckets(durationBuckets);
     const guard = new CardinalityGuard({
@@ -136,150 +123,101 @@ export class MetricsSink implements SectionSink {
     this.guard = guard;
     const sectionLabels = ['job', 'task', 'type', 'result'];
     const testcaseLabels = ['job', 'task', 'testcase', 'result'];
-    // prom-client's typings leave out a metric's `name`, so it is passed alongside.
-    const cache = <C>(
-      name: string,
-      metric: { remove(labels: Record<string, string>): void },
-      labelNames: string[],
-      create: (labels: Record<string, string>) => C,
-    ): GuardedChildren<C> => guard.children(name, labelNames, create, (labels) => metric.remove(labels));
+    // Registered in this order, which is the order of the exposition (and of the golden file).
+    const counter = (name: string, help: string, labelNames: string[]): GuardedChildren<ScalarSeries> => {
+      const family = new ScalarFamily({ name, help, labelNames, type: 'counter' }).register(registry);
+      return guarded(guard, family, labelNames);
+    };
+    const gauge = (name: string, help: string, labelNames: string[]): GuardedChildren<ScalarSeries> => {
+      const family = new ScalarFamily({ name, help, labelNames, type: 'gauge' }).register(registry);
+      return guarded(guard, family, labelNames);
+    };
 
-    const sectionResults = new Counter({
-      name: 'pyats_section_results_total',
-      help: 'Finished pyATS sections by type and result.',
-      labelNames: sectionLabels,
-      registers,
-    });
-    this.sectionResults = cache('pyats_section_results_total', sectionResults, sectionLabels, (labels) =>
-      sectionResults.labels(labels),
+    this.sectionResults = counter(
+      'pyats_section_results_total',
+      'Finished pyATS sections by type and result.',
+      sectionLabels,
     );
 
-    const exemplars = options.exemplars ?? true;
-    const sectionDuration = new Histogram({
+    // Exemplars show in OpenMetrics scrapes only (renderMetrics picks the format per scrape); Prometheus text
+    // has no syntax for them.
+    this.exemplars = options.exemplars ?? true;
+    const sectionDuration = new HistogramFamily({
       name: 'pyats_section_duration_seconds',
       help: 'Runtime of finished pyATS sections, as pyATS reports it.',
       labelNames: sectionLabels,
       buckets: durationBuckets,
-      enableExemplars: exemplars,
-      // prom-client refuses an exemplar metric on a registry whose content type is Prometheus text, but
-      // the format is chosen per scrape (renderMetrics): registered by hand, the exemplars show in
-      // OpenMetrics scrapes and are left out of Prometheus text, which has no syntax for them.
-      registers: exemplars ? [] : registers,
-    });
-    if (exemplars) registry.registerMetric(sectionDuration);
-    this.sectionDuration = cache(
-      'pyats_section_duration_seconds',
-      sectionDuration,
-      sectionLabels,
-      (labels) =>
-        exemplars
-          ? {
-              observe: (value, exemplar) =>
-                sectionDuration.observe({ labels, value, exemplarLabels: exemplar }),
-            }
-          : sectionDuration.labels(labels),
+      exemplars: this.exemplars,
+    }).register(registry);
+    this.sectionDuration = guarded(guard, sectionDuration, sectionLabels);
+
+    this.testcaseResults = counter(
+      'pyats_testcase_results_total',
+      'Finished testcases (Testcase, CommonSetup, CommonCleanup) by result.',
+      testcaseLabels,
     );
 
-    const testcaseResults = new Counter({
-      name: 'pyats_testcase_results_total',
-      help: 'Finished testcases (Testcase, CommonSetup, CommonCleanup) by result.',
-      labelNames: testcaseLabels,
-      registers,
-    });
-    this.testcaseResults = cache('pyats_testcase_results_total', testcaseResults, testcaseLabels, (labels) =>
-      testcaseResults.labels(labels),
-    );
-
-    const testcaseLastResult = new Gauge({
+    const testcaseLastResult = new ScalarFamily({
       name: 'pyats_testcase_last_result',
       help: "1 for the testcase's latest result, 0 for the other result values.",
       labelNames: testcaseLabels,
-      registers,
-    });
+      type: 'gauge',
+    }).register(registry);
     this.testcaseLastResult = guard.children(
       'pyats_testcase_last_result',
       ['job', 'task', 'testcase'],
-      (labels) => lastResultChildren(testcaseLastResult, labels),
-      (labels) => removeLastResult(testcaseLastResult, labels),
+      (values) => lastResultChildren(testcaseLastResult, values),
+      (values) => removeLastResult(testcaseLastResult, values),
     );
 
-    this.inProgressGauge = new Gauge({
+    this.inProgressFamily = new ScalarFamily({
       name: IN_PROGRESS,
       help: 'pyATS sections started and not yet finished.',
       labelNames: ['job', 'type'],
-      registers,
-    });
+      type: 'gauge',
+    }).register(registry);
     this.inProgressJobs = guard.limiter(IN_PROGRESS, 'job');
     this.inProgressTypes = guard.limiter(IN_PROGRESS, 'type');
 
-    const sectionsAbandoned = new Counter({
-      name: 'pyats_sections_abandoned_total',
-      help: 'Sections still open when their job ended (disconnect, shutdown), reported unfinished.',
-      labelNames: ['job', 'type'],
-      registers,
-    });
-    this.sectionsAbandoned = cache(
+    this.sectionsAbandoned = counter(
       'pyats_sections_abandoned_total',
-      sectionsAbandoned,
+      'Sections still open when their job ended (disconnect, shutdown), reported unfinished.',
       ['job', 'type'],
-      (labels) => sectionsAbandoned.labels(labels),
     );
 
-    const jobRuns = new Counter({
-      name: 'pyats_job_runs_total',
-      help: 'Finished pyATS job runs by result.',
-      labelNames: ['job', 'result'],
-      registers,
-    });
-    this.jobRuns = cache('pyats_job_runs_total', jobRuns, ['job', 'result'], (labels) =>
-      jobRuns.labels(labels),
-    );
+    this.jobRuns = counter('pyats_job_runs_total', 'Finished pyATS job runs by result.', ['job', 'result']);
 
-    const jobDuration = new Histogram({
+    const jobDuration = new HistogramFamily({
       name: 'pyats_job_duration_seconds',
       help: 'Runtime of finished pyATS job runs.',
       labelNames: ['job'],
-      buckets: [...JOB_DURATION_BUCKETS],
-      registers,
-    });
-    this.jobDuration = cache('pyats_job_duration_seconds', jobDuration, ['job'], (labels) =>
-      jobDuration.labels(labels),
-    );
+      buckets: JOB_DURATION_BUCKETS,
+    }).register(registry);
+    this.jobDuration = guarded(guard, jobDuration, ['job']);
 
-    const jobSuccessRatio = new Gauge({
-      name: 'pyats_job_success_ratio',
-      help: "Easypy's success rate of the job's last run: (passed + passx + skipped) / total testcases.",
-      labelNames: ['job'],
-      registers,
-    });
-    this.jobSuccessRatio = cache('pyats_job_success_ratio', jobSuccessRatio, ['job'], (labels) =>
-      jobSuccessRatio.labels(labels),
-    );
-
-    const jobLastCompletion = new Gauge({
-      name: 'pyats_job_last_completion_timestamp_seconds',
-      help: "Unix time at which the job's last run stopped.",
-      labelNames: ['job'],
-      registers,
-    });
-    this.jobLastCompletion = cache(
-      'pyats_job_last_completion_timestamp_seconds',
-      jobLastCompletion,
+    this.jobSuccessRatio = gauge(
+      'pyats_job_success_ratio',
+      "Easypy's success rate of the job's last run: (passed + passx + skipped) / total testcases.",
       ['job'],
-      (labels) => jobLastCompletion.labels(labels),
     );
 
-    const jobLastResult = new Gauge({
+    this.jobLastCompletion = gauge(
+      'pyats_job_last_completion_timestamp_seconds',
+      "Unix time at which the job's last run stopped.",
+      ['job'],
+    );
+
+    const jobLastResult = new ScalarFamily({
       name: 'pyats_job_last_result',
       help: "1 for the result of the job's last run, 0 for the other result values.",
       labelNames: ['job', 'result'],
-      registers,
-    });
+      type: 'gauge',
+    }).register(registry);
     this.jobLastResult = guard.children(
       'pyats_job_last_result',
       ['job'],
-      (labels) => lastResultChildren(jobLastResult, labels),
-      (labels) => removeLastResult(jobLastResult, labels),
+      (values) => lastResultChildren(jobLastResult, values),
+      (values) => removeLastResult(jobLastResult, values),
     );
   }
 
@@ -297,13 +235,12 @@ export class MetricsSink implements SectionSink {
     }
     job.runs.add(runId);
     const type = this.inProgressTypes.admit(section.type, 0);
-    let entry = job.byType.get(type);
-    if (entry === undefined) {
-      entry = { child: this.inProgressGauge.labels(jobLabel, type), count: 0 };
-      job.byType.set(type, entry);
+    let series = job.byType.get(type);
+    if (series === undefined) {
+      series = this.inProgressFamily.child([jobLabel, type]);
+      job.byType.set(type, series);
     }
-    entry.count += 1;
-    entry.child.set(entry.count);
+    series.value += 1;
   }
 
   sectionFinished(section: FinishedSection): void {
@@ -311,32 +248,34 @@ export class MetricsSink implements SectionSink {
     const { task, type } = section;
     const result = section.result.value;
 
-    this.sectionResults.get(jobId, task, type, result).inc();
+    this.sectionResults.get(jobId, task, type, result).value += 1;
     // A runtime the tracker could not make sense of is skipped rather than thrown on: sinks must not throw.
-    if (Number.isFinite(section.runtime) && section.runtime >= 0) {
+    const runtime = section.runtime;
+    if (Number.isFinite(runtime) && runtime >= 0) {
       this.sectionDuration
         .get(jobId, task, type, result)
-        .observe(section.runtime, { trace_id: section.job.traceId, span_id: section.spanId });
+        .observe(
+          runtime,
+          this.exemplars ? { trace_id: section.job.traceId, span_id: section.spanId } : undefined,
+        );
     }
 
     if (TESTCASE_TYPES.has(type)) {
       const testcase = section.id ?? section.name ?? 'unknown';
-      this.testcaseResults.get(jobId, task, testcase, result).inc();
+      this.testcaseResults.get(jobId, task, testcase, result).value += 1;
       setLastResult(this.testcaseLastResult.get(jobId, task, testcase), result);
     }
 
-    if (section.incomplete) this.sectionsAbandoned.get(jobId, type).inc();
+    if (section.incomplete) this.sectionsAbandoned.get(jobId, type).value += 1;
 
     if (section.started) {
       const jobLabel = this.inProgressLabelOfRun.get(section.job.runId);
-      const inProgressType = this.inProgressTypes.lookup(type);
-      const entry =
-        jobLabel === undefined ? undefined : this.inProgress.get(jobLabel)?.byType.get(inProgressType);
+      const series =
+        jobLabel === undefined
+          ? undefined
+          : this.inProgress.get(jobLabel)?.byType.get(this.inProgressTypes.lookup(type));
       // Never below zero: a stray finish after the job's series were removed must not create a -1 series.
-      if (entry !== undefined && entry.count > 0) {
-        entry.count -= 1;
-        entry.child.set(entry.count);
-      }
+      if (series !== undefined && series.value > 0) series.value -= 1;
     }
     this.guard.sweep();
   }
@@ -344,9 +283,9 @@ export class MetricsSink implements SectionSink {
   jobFinished(summary: JobSummary): void {
     const jobId = summary.job.jobId;
 
-    this.jobRuns.get(jobId, summary.result).inc();
+    this.jobRuns.get(jobId, summary.result).value += 1;
     setLastResult(this.jobLastResult.get(jobId), summary.result);
-    this.jobLastCompletion.get(jobId).set(summary.stopTime / 1000);
+    this.jobLastCompletion.get(jobId).value = summary.stopTime / 1000;
 
     const runtime =
       summary.runtime ??
@@ -360,7 +299,7 @@ export class MetricsSink implements SectionSink {
     // A run without testcases (e.g. it died in a pre-job plugin) has no success rate: 0/0 is neither 0% nor
     // 100%, so the gauge keeps its previous value (or stays absent) instead of raising or silencing alerts.
     if (total > 0) {
-      this.jobSuccessRatio.get(jobId).set((c.passed + c.passx + c.skipped) / total);
+      this.jobSuccessRatio.get(jobId).value = (c.passed + c.passx + c.skipped) / total;
     }
 
     this.releaseInProgress(summary);
@@ -380,7 +319,7 @@ export class MetricsSink implements SectionSink {
     if (job === undefined) return;
     job.runs.delete(runId);
     if (job.runs.size > 0) return;
-    for (const type of job.byType.keys()) this.inProgressGauge.remove(jobLabel, type);
+    for (const type of job.byType.keys()) this.inProgressFamily.remove([jobLabel, type]);
     this.inProgress.delete(jobLabel);
     this.inProgressJobs.release(jobLabel);
   }
@@ -404,12 +343,30 @@ export class MetricsSink implements SectionSink {
   }
 }
 
-function lastResultChildren(gauge: Gauge, labels: Record<string, string>): LastResultChildren {
+/** A guarded cache of `family`'s series: an idle value's release removes its series from the family. */
+function guarded<S>(
+  guard: CardinalityGuard,
+  family: {
+    readonly name: string;
+    child(values: readonly string[]): S;
+    remove(values: readonly string[]): void;
+  },
+  labelNames: readonly string[],
+): GuardedChildren<S> {
+  return guard.children(
+    family.name,
+    labelNames,
+    (values) => family.child(values),
+    (values) => family.remove(values),
+  );
+}
+
+function lastResultChildren(family: ScalarFamily, values: readonly string[]): LastResultChildren {
   const children = {} as LastResultChildren;
-  for (const result of RESULT_VALUES) children[result] = gauge.labels({ ...labels, result });
+  for (const result of RESULT_VALUES) children[result] = family.child([...values, result]);
   return children;
 }
 
-function removeLastResult(gauge: Gauge, labels: Record<string, string>): void {
-  for (const result of RESULT_VALUES) gauge.remove({ ...labels, result });
+function removeLastResult(family: ScalarFamily, values: readonly string[]): void {
+  for (const result of RESULT_VALUES) family.remove([...values, result]);
 }

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { Gauge, Registry } from 'prom-client';
+import { Gauge, Registry, type RegistryContentType } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   createApp,
@@ -278,6 +278,19 @@ describe('HTTP server', () => {
   it('renders Prometheus text exactly as the registry itself does', async () => {
     const registry = populatedRegistry();
     expect(await renderMetrics(registry, 'prometheus')).toBe(await registry.metrics());
+  });
+
+  it('renders OpenMetrics exactly as the registry itself does in OpenMetrics mode, one # EOF last', async () => {
+    const registry = populatedRegistry();
+    const body = await renderMetrics(registry, 'openmetrics');
+    expect(body.match(/^# EOF$/gm)).toHaveLength(1);
+    expect(body.endsWith('\n# EOF\n')).toBe(true);
+    expect(body).toMatch(
+      /^pyats_section_duration_seconds_bucket\{le="2\.5",.* 1 # \{trace_id="0{32}",span_id="0{15}2"\} 1\.5 /m,
+    );
+    // Last: prom-client's own metrics() renames the registry's counters in place for OpenMetrics.
+    (registry as unknown as Registry<RegistryContentType>).setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    expect(body).toBe(await registry.metrics());
   });
 
   it('serves OpenMetrics with process metrics without family clashes', async () => {

@@ -319,6 +319,51 @@ describe('MetricsSink under a flood of label values', () => {
     ).toEqual(['tc_a', OTHER_LABEL_VALUE]);
   });
 
+  it('keeps a value that stays in use under idleTtlMs, however long it lives', async () => {
+    let now = 0;
+    const { registry, sink: metrics } = sink({ maxValues: 1, idleTtlMs: 60_000 }, () => now);
+    for (let i = 0; i < 10; i++) {
+      metrics.sectionFinished(testcase('tc_busy'));
+      now += 20_000;
+    }
+    // Used every 20 s for 200 s: never idle for a whole TTL, so one series holds all ten records...
+    const results = async (): Promise<Array<[string | number | undefined, number]>> =>
+      (await samples(registry, 'pyats_testcase_results_total')).map((s) => [s.labels.testcase, s.value]);
+    expect(await results()).toEqual([['tc_busy', 10]]);
+    // ...and keeps its slot.
+    metrics.sectionFinished(testcase('tc_new'));
+    expect(await results()).toEqual([
+      ['tc_busy', 10],
+      [OTHER_LABEL_VALUE, 1],
+    ]);
+  });
+
+  it('creates overflow series at their first overflow, in that order, when not pre-created', async () => {
+    const registry = new Registry();
+    const metrics = new MetricsSink({
+      registry,
+      labelLimits: { maxValues: 1 },
+      precreateOverflowSeries: false,
+    });
+    expect(await samples(registry, 'pyats_exporter_label_overflow_total')).toEqual([]);
+    metrics.sectionFinished(testcase('a'));
+    metrics.sectionFinished(testcase('b'));
+    metrics.sectionFinished(testcase('b', { job: job('other') }));
+    const series = (await samples(registry, 'pyats_exporter_label_overflow_total')).map((s) => [
+      s.labels.metric,
+      s.labels.label,
+      s.value,
+    ]);
+    expect(series).toEqual([
+      ['pyats_testcase_results_total', 'testcase', 2],
+      ['pyats_testcase_last_result', 'testcase', 2],
+      ['pyats_section_results_total', 'job', 1],
+      ['pyats_section_duration_seconds', 'job', 1],
+      ['pyats_testcase_results_total', 'job', 1],
+      ['pyats_testcase_last_result', 'job', 1],
+    ]);
+  });
+
   itPromtool(
     `serves __other__ and the overflow counter in an exposition promtool accepts${PROMTOOL_SKIP_NOTE}`,
     async () => {

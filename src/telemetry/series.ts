@@ -1,0 +1,405 @@
+// Metric families for the sink's hot metrics: each series is a plain object updated with `+=`, its label text
+// escaped once when it is created, and each family prints its own exposition by string concatenation. They
+// register into a prom-client Registry like prom-client's own metrics (name, help, type, aggregator, get, reset).
+import type { Metric, Registry } from 'prom-client';
+
+/** What a family's `get()` gives, in the shape prom-client's metrics give it (`getMetricsAsJSON`). */
+export interface FamilySnapshot {
+  name: string;
+  help: string;
+  type: FamilyType;
+  aggregator: 'sum';
+  values: SampleSnapshot[];
+}
+
+export interface SampleSnapshot {
+  value: number;
+  labels: Record<string, string | number>;
+  /** Histograms: `<name>_bucket`, `<name>_sum` or `<name>_count`. */
+  metricName?: string;
+  /** Histogram buckets: the bucket's latest exemplar, or null; absent on `_sum` and `_count`. */
+  exemplar?: ExemplarSnapshot | null;
+}
+
+export interface ExemplarSnapshot {
+  labelSet: Record<string, string>;
+  value: number;
+  /** Seconds since the epoch, fractional. */
+  timestamp: number;
+}
+
+export type FamilyType = 'counter' | 'gauge' | 'histogram';
+
+/** Exemplar labels, e.g. `{ trace_id, span_id }`; OpenMetrics caps the whole set at 128 characters. */
+export type ExemplarLabels = Readonly<Record<string, string>>;
+
+/** A metric that writes its own exposition; `renderMetrics` prints these and snapshots the rest. */
+export interface SelfRenderingMetric {
+  readonly name: string;
+  /**
+   * The family in Prometheus text 0.0.4 or OpenMetrics 1.0.0, byte for byte as prom-client's Registry would
+   * write it: `# HELP` and `# TYPE` lines then one line per sample, no trailing newline.
+   */
+  renderExposition(openMetrics: boolean): string;
+}
+
+export function isSelfRendering(metric: unknown): metric is SelfRenderingMetric {
+  return (
+    typeof metric === 'object' &&
+    metric !== null &&
+    typeof (metric as Partial<SelfRenderingMetric>).renderExposition === 'function'
+  );
+}
+
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+const NEEDS_ESCAPE = /[\\"\n]/;
+
+/** Label-value escaping of both text formats: backslash, double quote and line feed. */
+export function escapeLabelValue(value: string): string {
+  if (!NEEDS_ESCAPE.test(value)) return value;
+  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+/** `# HELP` text escaping: backslash and line feed (a quote needs none there). */
+function escapeHelp(help: string): string {
+  return help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+/** A sample value exactly as prom-client writes it (including its `Nan` spelling, which parsers accept). */
+export function formatSampleValue(value: number): string {
+  if (Number.isNaN(value)) return 'Nan';
+  if (value === Infinity) return '+Inf';
+  if (value === -Infinity) return '-Inf';
+  return `${value}`;
+}
+
+/** `a="x",b="y"`, escaped; '' when there are no labels. */
+function labelPairs(names: readonly string[], values: readonly string[]): string {
+  let text = '';
+  for (let i = 0; i < names.length; i++) {
+    if (i > 0) text += ',';
+    text += `${names[i]}="${escapeLabelValue(values[i] ?? '')}"`;
+  }
+  return text;
+}
+
+/** One string per value tuple; length prefixes make it injective whatever the values contain. */
+function seriesKey(values: readonly string[]): string {
+  let key = '';
+  for (const value of values) key += `${value.length}:${value}`;
+  return key;
+}
+
+export interface FamilyOptions {
+  name: string;
+  help: string;
+  labelNames: readonly string[];
+}
+
+abstract class SeriesFamily<
+  S extends { readonly labelValues: readonly string[] },
+> implements SelfRenderingMetric {
+  /**
+   * Writable, as on prom-client's metrics: its Registry.metrics() renames counters in place for OpenMetrics.
+   * The exposition uses the name given at construction, so such a rename cannot leak into later scrapes.
+   */
+  name: string;
+  readonly help: string;
+  readonly labelNames: readonly string[];
+  readonly aggregator = 'sum' as const;
+  abstract readonly type: FamilyType;
+  protected readonly baseName: string;
+  protected readonly escapedHelp: string;
+  protected readonly series = new Map<string, S>();
+
+  constructor(options: FamilyOptions) {
+    if (!METRIC_NAME.test(options.name)) throw new Error(`invalid metric name: ${options.name}`);
+    for (const label of options.labelNames) {
+      if (!LABEL_NAME.test(label) || label.startsWith('__')) {
+        throw new Error(`${options.name}: invalid label name: ${label}`);
+      }
+    }
+    this.name = options.name;
+    this.baseName = options.name;
+    this.help = options.help;
+    this.escapedHelp = escapeHelp(options.help);
+    this.labelNames = [...options.labelNames];
+  }
+
+  /** Adds the family to `registry`, which then lists, serializes and resets it like its own metrics. */
+  register(registry: Pick<Registry, 'registerMetric'>): this {
+    // Registry calls only name, help, type, aggregator, get() and reset() on what it holds; this has them all.
+    registry.registerMetric(this as unknown as Metric);
+    return this;
+  }
+
+  /** The series of these label values (in `labelNames` order), created at zero if absent. Callers keep it. */
+  child(values: readonly string[]): S {
+    if (values.length !== this.labelNames.length) {
+      throw new Error(`${this.baseName}: ${values.length} label values for ${this.labelNames.length} labels`);
+    }
+    const key = seriesKey(values);
+    let series = this.series.get(key);
+    if (series === undefined) {
+      series = this.create([...values]);
+      this.series.set(key, series);
+    }
+    return series;
+  }
+
+  /** Drops the series of these label values; a kept reference to it no longer shows in the exposition. */
+  remove(values: readonly string[]): void {
+    this.series.delete(seriesKey(values));
+  }
+
+  get size(): number {
+    return this.series.size;
+  }
+
+  protected labelsOf(series: S): Record<string, string> {
+    const labels: Record<string, string> = {};
+    for (let i = 0; i < this.labelNames.length; i++) {
+      labels[this.labelNames[i] ?? ''] = series.labelValues[i] ?? '';
+    }
+    return labels;
+  }
+
+  protected header(familyName: string): string {
+    return `# HELP ${familyName} ${this.escapedHelp}\n# TYPE ${familyName} ${this.type}`;
+  }
+
+  protected abstract create(values: readonly string[]): S;
+  abstract get(): Promise<FamilySnapshot>;
+  /** Zeroes every series: unlike prom-client's reset the series stay, because callers hold them. */
+  abstract reset(): void;
+  abstract renderExposition(openMetrics: boolean): string;
+}
+
+/** One series of a counter or a gauge. */
+export class ScalarSeries {
+  /** A counter's callers only add non-negative finite amounts; a gauge's set it freely. */
+  value = 0;
+
+  constructor(
+    readonly labelValues: readonly string[],
+    /** `{a="x",b="y"}` escaped, or '' without labels. */
+    readonly labelText: string,
+  ) {}
+}
+
+export interface ScalarFamilyOptions extends FamilyOptions {
+  type: 'counter' | 'gauge';
+}
+
+export class ScalarFamily extends SeriesFamily<ScalarSeries> {
+  readonly type: 'counter' | 'gauge';
+
+  constructor(options: ScalarFamilyOptions) {
+    super(options);
+    this.type = options.type;
+  }
+
+  protected create(values: readonly string[]): ScalarSeries {
+    const pairs = labelPairs(this.labelNames, values);
+    return new ScalarSeries(values, pairs === '' ? '' : `{${pairs}}`);
+  }
+
+  renderExposition(openMetrics: boolean): string {
+    let familyName = this.baseName;
+    let sampleName = this.baseName;
+    // OpenMetrics names the counter family without `_total` and every sample with it.
+    if (openMetrics && this.type === 'counter') {
+      familyName = this.baseName.replace(/_total$/, '');
+      sampleName = `${familyName}_total`;
+    }
+    let out = this.header(familyName);
+    for (const s of this.series.values()) {
+      out += `\n${sampleName}${s.labelText} ${formatSampleValue(s.value)}`;
+    }
+    return out;
+  }
+
+  get(): Promise<FamilySnapshot> {
+    const values: SampleSnapshot[] = [];
+    for (const s of this.series.values()) values.push({ value: s.value, labels: this.labelsOf(s) });
+    return Promise.resolve({
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      values,
+      aggregator: this.aggregator,
+    });
+  }
+
+  reset(): void {
+    for (const s of this.series.values()) s.value = 0;
+  }
+}
+
+/** The latest observation of one bucket that came with exemplar labels. */
+interface BucketExemplar {
+  labelSet: ExemplarLabels;
+  value: number;
+  timestamp: number;
+  /** Its exposition suffix, made at the first scrape that shows it: most exemplars outlive many scrapes. */
+  text: string | undefined;
+}
+
+/** One series of a histogram. */
+export class HistogramSeries {
+  /** Observations per bucket, not cumulative, in `upperBounds` order; the `+Inf` bucket is `count`. */
+  readonly bucketCounts: Float64Array;
+  sum = 0;
+  count = 0;
+  /** Latest exemplar per bucket, the last slot for `+Inf`; undefined when the family keeps none. */
+  readonly exemplars: (BucketExemplar | undefined)[] | undefined;
+
+  constructor(
+    readonly labelValues: readonly string[],
+    /** `a="x",b="y"` escaped, or '' without labels. */
+    readonly labelPairs: string,
+    private readonly upperBounds: Float64Array,
+    keepExemplars: boolean,
+  ) {
+    this.bucketCounts = new Float64Array(upperBounds.length);
+    this.exemplars = keepExemplars
+      ? new Array<BucketExemplar | undefined>(upperBounds.length + 1)
+      : undefined;
+  }
+
+  /**
+   * Counts `value` (finite: callers check) in the first bucket whose bound is ≥ it. `exemplar` replaces that
+   * bucket's exemplar when the family keeps them; prom-client stamps it with the observation time in seconds.
+   */
+  observe(value: number, exemplar?: ExemplarLabels): void {
+    const bounds = this.upperBounds;
+    const n = bounds.length;
+    let i = 0;
+    while (i < n && value > (bounds[i] as number)) i++;
+    if (i < n) (this.bucketCounts[i] as number) += 1;
+    this.sum += value;
+    this.count += 1;
+    if (exemplar !== undefined && this.exemplars !== undefined) {
+      const slot = this.exemplars[i];
+      const timestamp = Date.now() / 1000;
+      if (slot === undefined) this.exemplars[i] = { labelSet: exemplar, value, timestamp, text: undefined };
+      else {
+        slot.labelSet = exemplar;
+        slot.value = value;
+        slot.timestamp = timestamp;
+        slot.text = undefined;
+      }
+    }
+  }
+}
+
+export interface HistogramFamilyOptions extends FamilyOptions {
+  /** Upper bounds, strictly increasing; `+Inf` is implied. */
+  buckets: readonly number[];
+  /** Keep the latest exemplar of each bucket, shown in OpenMetrics only. Default: false. */
+  exemplars?: boolean;
+}
+
+export class HistogramFamily extends SeriesFamily<HistogramSeries> {
+  readonly type = 'histogram' as const;
+  readonly upperBounds: Float64Array;
+  private readonly keepExemplars: boolean;
+  /** `<name>_bucket{le="<bound>"` per bucket, then the `+Inf` one. */
+  private readonly bucketHeads: readonly string[];
+
+  constructor(options: HistogramFamilyOptions) {
+    super(options);
+    if (options.labelNames.includes('le')) throw new Error(`${options.name}: le is a reserved label`);
+    this.upperBounds = Float64Array.from(options.buckets);
+    this.keepExemplars = options.exemplars ?? false;
+    this.bucketHeads = [...options.buckets.map((b) => `${b}`), '+Inf'].map(
+      (le) => `${options.name}_bucket{le="${le}"`,
+    );
+  }
+
+  protected create(values: readonly string[]): HistogramSeries {
+    return new HistogramSeries(
+      values,
+      labelPairs(this.labelNames, values),
+      this.upperBounds,
+      this.keepExemplars,
+    );
+  }
+
+  renderExposition(openMetrics: boolean): string {
+    const name = this.baseName;
+    const heads = this.bucketHeads;
+    const n = this.upperBounds.length;
+    let out = this.header(name);
+    for (const s of this.series.values()) {
+      // prom-client writes `le` first, then the series labels.
+      const pairs = s.labelPairs;
+      const bucketTail = pairs === '' ? '} ' : `,${pairs}} `;
+      const braced = pairs === '' ? '' : `{${pairs}}`;
+      const exemplars = openMetrics ? s.exemplars : undefined;
+      let cumulative = 0;
+      for (let i = 0; i <= n; i++) {
+        cumulative = i < n ? cumulative + (s.bucketCounts[i] as number) : s.count;
+        out += `\n${heads[i] as string}${bucketTail}${cumulative}`;
+        const exemplar = exemplars?.[i];
+        if (exemplar !== undefined) out += exemplar.text ??= exemplarSuffix(exemplar);
+      }
+      out += `\n${name}_sum${braced} ${formatSampleValue(s.sum)}\n${name}_count${braced} ${s.count}`;
+    }
+    return out;
+  }
+
+  get(): Promise<FamilySnapshot> {
+    const name = this.name;
+    const n = this.upperBounds.length;
+    const values: SampleSnapshot[] = [];
+    for (const s of this.series.values()) {
+      let cumulative = 0;
+      for (let i = 0; i <= n; i++) {
+        cumulative = i < n ? cumulative + (s.bucketCounts[i] as number) : s.count;
+        const exemplar = s.exemplars?.[i];
+        values.push({
+          value: cumulative,
+          metricName: `${name}_bucket`,
+          exemplar:
+            exemplar !== undefined
+              ? { labelSet: { ...exemplar.labelSet }, value: exemplar.value, timestamp: exemplar.timestamp }
+              : // prom-client's quirk, kept so snapshots compare equal: an exemplar-keeping histogram's +Inf
+                // bucket has `undefined` until its first exemplar, every other bucket `null`.
+                i === n && this.keepExemplars
+                ? undefined
+                : null,
+          labels: { le: i < n ? (this.upperBounds[i] as number) : '+Inf', ...this.labelsOf(s) },
+        });
+      }
+      values.push({ value: s.sum, metricName: `${name}_sum`, exemplar: undefined, labels: this.labelsOf(s) });
+      values.push({
+        value: s.count,
+        metricName: `${name}_count`,
+        exemplar: undefined,
+        labels: this.labelsOf(s),
+      });
+    }
+    return Promise.resolve({ name, help: this.help, type: 'histogram', values, aggregator: this.aggregator });
+  }
+
+  reset(): void {
+    for (const s of this.series.values()) {
+      s.bucketCounts.fill(0);
+      s.sum = 0;
+      s.count = 0;
+      s.exemplars?.fill(undefined);
+    }
+  }
+}
+
+/** ` # {trace_id="…",span_id="…"} <value> <timestamp>`, as prom-client writes an exemplar. */
+function exemplarSuffix(exemplar: BucketExemplar): string {
+  let labels = '';
+  for (const [key, value] of Object.entries(exemplar.labelSet)) {
+    if (labels !== '') labels += ',';
+    labels += `${key}="${escapeLabelValue(value)}"`;
+  }
+  return ` # {${labels}} ${formatSampleValue(exemplar.value)} ${exemplar.timestamp}`;
+}
