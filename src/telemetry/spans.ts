@@ -1,5 +1,5 @@
-// The span sink: each FinishedSection becomes one ReadableSpan, built directly from the record (ids and
-// times are the record's, not a Tracer's) and handed to a SpanProcessor, one trace per job run.
+// The span sink: each FinishedSection becomes one ReadableSpan made from the record (ids and times are the
+// record's, not a Tracer's; fields built on first read) and handed to a SpanProcessor, one trace per job run.
 import {
   SpanKind,
   SpanStatusCode,
@@ -15,6 +15,7 @@ import { resourceFromAttributes, type Resource } from '@opentelemetry/resources'
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { ATTR_CODE_FILE_PATH, ATTR_CODE_LINE_NUMBER } from '@opentelemetry/semantic-conventions';
 import type { FinishedSection, JobInfo, JobSummary, SectionSink, StartedSection } from '../events/types.js';
+import { WRITE_ATTRIBUTES, type AttributeSink, type DirectAttributes } from './otlp-encoder.js';
 
 // test.* is still "development" in semconv 1.45 and only exported from the `incubating` entry, which
 // OpenTelemetry asks users to copy from rather than import (it may change in any minor release).
@@ -133,44 +134,82 @@ function testSuiteRunStatus(section: FinishedSection): string {
   }
 }
 
-/** The span attributes of a section (DESIGN §3); string values cut to `maxLength`. */
-export function sectionAttributes(section: FinishedSection, maxLength: number): Attributes {
-  const cut = (value: string): string => truncateAttribute(value, maxLength);
-  const attributes: Attributes = {
-    'pyats.section.type': cut(section.type),
-    'pyats.section.seq_num': section.seqNum,
-    'pyats.section.result': section.result.value,
-    'pyats.section.task': cut(section.task),
-    'pyats.section.runtime': section.runtime,
-    'pyats.job.id': cut(section.job.jobId),
-    'pyats.job.run_id': cut(section.job.runId),
-  };
-  if (section.id !== undefined) attributes['pyats.section.id'] = cut(section.id);
-  if (section.name !== undefined) attributes['pyats.section.name'] = cut(section.name);
-  if (section.parentSeqNum !== undefined) attributes['pyats.section.parent_seq_num'] = section.parentSeqNum;
+/**
+ * Hands the span attributes of a section (DESIGN §3) to `sink`, in order; string values cut to `maxLength`.
+ * Their one definition: `sectionAttributes` builds the object from it, the OTLP encoder writes bytes from it.
+ */
+export function writeSectionAttributes(
+  section: FinishedSection,
+  maxLength: number,
+  sink: AttributeSink,
+): void {
+  sink.string('pyats.section.type', truncateAttribute(section.type, maxLength));
+  sink.number('pyats.section.seq_num', section.seqNum);
+  sink.string('pyats.section.result', section.result.value);
+  sink.string('pyats.section.task', truncateAttribute(section.task, maxLength));
+  sink.number('pyats.section.runtime', section.runtime);
+  sink.string('pyats.job.id', truncateAttribute(section.job.jobId, maxLength));
+  sink.string('pyats.job.run_id', truncateAttribute(section.job.runId, maxLength));
+  if (section.id !== undefined) sink.string('pyats.section.id', truncateAttribute(section.id, maxLength));
+  if (section.name !== undefined)
+    sink.string('pyats.section.name', truncateAttribute(section.name, maxLength));
+  if (section.parentSeqNum !== undefined) sink.number('pyats.section.parent_seq_num', section.parentSeqNum);
   if (section.result.reason !== undefined)
-    attributes['pyats.section.result.reason'] = cut(section.result.reason);
-  if (section.logfile !== undefined) attributes['pyats.section.logfile'] = cut(section.logfile);
-  if (section.incomplete) attributes['pyats.section.incomplete'] = true;
-  if (section.orphan) attributes['pyats.section.orphan'] = true;
-  if (section.xref?.file !== undefined) attributes[ATTR_CODE_FILE_PATH] = cut(section.xref.file);
-  if (section.xref?.line !== undefined) attributes[ATTR_CODE_LINE_NUMBER] = section.xref.line;
+    sink.string('pyats.section.result.reason', truncateAttribute(section.result.reason, maxLength));
+  if (section.logfile !== undefined)
+    sink.string('pyats.section.logfile', truncateAttribute(section.logfile, maxLength));
+  if (section.incomplete) sink.boolean('pyats.section.incomplete', true);
+  if (section.orphan) sink.boolean('pyats.section.orphan', true);
+  if (section.xref?.file !== undefined)
+    sink.string(ATTR_CODE_FILE_PATH, truncateAttribute(section.xref.file, maxLength));
+  if (section.xref?.line !== undefined) sink.number(ATTR_CODE_LINE_NUMBER, section.xref.line);
 
   if (TESTCASE_TYPES.has(section.type)) {
     const caseName = section.id ?? section.name;
-    if (caseName !== undefined) attributes[ATTR_TEST_CASE_NAME] = cut(caseName);
+    if (caseName !== undefined) sink.string(ATTR_TEST_CASE_NAME, truncateAttribute(caseName, maxLength));
     const status = testCaseStatus(section);
-    if (status !== undefined) attributes[ATTR_TEST_CASE_RESULT_STATUS] = status;
+    if (status !== undefined) sink.string(ATTR_TEST_CASE_RESULT_STATUS, status);
   } else if (section.type === 'TestSuite' || section.type === 'Task') {
     const suiteName = section.type === 'TestSuite' ? section.job.jobId : (section.id ?? section.task);
-    attributes[ATTR_TEST_SUITE_NAME] = cut(suiteName);
-    attributes[ATTR_TEST_SUITE_RUN_STATUS] = testSuiteRunStatus(section);
+    sink.string(ATTR_TEST_SUITE_NAME, truncateAttribute(suiteName, maxLength));
+    sink.string(ATTR_TEST_SUITE_RUN_STATUS, testSuiteRunStatus(section));
   }
-  return attributes;
 }
 
-/** A finished span made from a FinishedSection; immutable once built. */
-class SectionSpan implements ReadableSpan {
+/** Collects what writeSectionAttributes hands over into an Attributes object. */
+class AttributesBuilder implements AttributeSink {
+  readonly attributes: Attributes = {};
+
+  string(key: string, value: string): void {
+    this.attributes[key] = value;
+  }
+
+  number(key: string, value: number): void {
+    this.attributes[key] = value;
+  }
+
+  boolean(key: string, value: boolean): void {
+    this.attributes[key] = value;
+  }
+}
+
+/** The span attributes of a section (DESIGN §3); string values cut to `maxLength`. */
+export function sectionAttributes(section: FinishedSection, maxLength: number): Attributes {
+  const builder = new AttributesBuilder();
+  writeSectionAttributes(section, maxLength, builder);
+  return builder.attributes;
+}
+
+function sampledContext(traceId: string, spanId: string): SpanContext {
+  return { traceId, spanId, traceFlags: TraceFlags.SAMPLED, isRemote: false };
+}
+
+/**
+ * A finished span that keeps its FinishedSection and builds each ReadableSpan field on first read (then keeps
+ * it): the OTLP encoder writes the attributes straight from the record, so on that path the Attributes object
+ * is never built. Immutable, as the record is never changed after the tracker emits it.
+ */
+export class SectionSpan implements ReadableSpan, DirectAttributes {
   readonly kind = SpanKind.INTERNAL;
   readonly links = NO_LINKS;
   readonly events = NO_EVENTS;
@@ -178,24 +217,58 @@ class SectionSpan implements ReadableSpan {
   readonly droppedAttributesCount = 0;
   readonly droppedEventsCount = 0;
   readonly droppedLinksCount = 0;
-  readonly duration: HrTime;
+  private builtContext: SpanContext | undefined = undefined;
+  private builtParentContext: SpanContext | undefined = undefined;
+  private builtName: string | undefined = undefined;
+  private builtStartTime: HrTime | undefined = undefined;
+  private builtEndTime: HrTime | undefined = undefined;
+  private builtDuration: HrTime | undefined = undefined;
+  private builtStatus: SpanStatus | undefined = undefined;
+  private builtAttributes: Attributes | undefined = undefined;
 
   constructor(
-    private readonly context: SpanContext,
-    readonly parentSpanContext: SpanContext | undefined,
-    readonly name: string,
-    readonly startTime: HrTime,
-    readonly endTime: HrTime,
-    readonly status: SpanStatus,
-    readonly attributes: Attributes,
+    readonly section: FinishedSection,
     readonly resource: Resource,
     readonly instrumentationScope: InstrumentationScope,
-  ) {
-    this.duration = hrTimeDuration(startTime, endTime);
-  }
+    private readonly maxAttributeLength: number,
+  ) {}
 
   spanContext(): SpanContext {
-    return this.context;
+    return (this.builtContext ??= sampledContext(this.section.job.traceId, this.section.spanId));
+  }
+
+  get parentSpanContext(): SpanContext | undefined {
+    const parentSpanId = this.section.parentSpanId;
+    if (parentSpanId === undefined) return undefined;
+    return (this.builtParentContext ??= sampledContext(this.section.job.traceId, parentSpanId));
+  }
+
+  get name(): string {
+    return (this.builtName ??= spanName(this.section));
+  }
+
+  get startTime(): HrTime {
+    return (this.builtStartTime ??= epochMsToHrTime(this.section.startTime));
+  }
+
+  get endTime(): HrTime {
+    return (this.builtEndTime ??= epochMsToHrTime(this.section.stopTime));
+  }
+
+  get duration(): HrTime {
+    return (this.builtDuration ??= hrTimeDuration(this.startTime, this.endTime));
+  }
+
+  get status(): SpanStatus {
+    return (this.builtStatus ??= spanStatus(this.section, this.maxAttributeLength));
+  }
+
+  get attributes(): Attributes {
+    return (this.builtAttributes ??= sectionAttributes(this.section, this.maxAttributeLength));
+  }
+
+  [WRITE_ATTRIBUTES](sink: AttributeSink): void {
+    writeSectionAttributes(this.section, this.maxAttributeLength, sink);
   }
 }
 
@@ -206,28 +279,7 @@ export function sectionToSpan(
   scope: InstrumentationScope,
   maxAttributeLength: number,
 ): ReadableSpan {
-  const traceId = section.job.traceId;
-  const context: SpanContext = {
-    traceId,
-    spanId: section.spanId,
-    traceFlags: TraceFlags.SAMPLED,
-    isRemote: false,
-  };
-  const parent: SpanContext | undefined =
-    section.parentSpanId === undefined
-      ? undefined
-      : { traceId, spanId: section.parentSpanId, traceFlags: TraceFlags.SAMPLED, isRemote: false };
-  return new SectionSpan(
-    context,
-    parent,
-    spanName(section),
-    epochMsToHrTime(section.startTime),
-    epochMsToHrTime(section.stopTime),
-    spanStatus(section, maxAttributeLength),
-    sectionAttributes(section, maxAttributeLength),
-    resource,
-    scope,
-  );
+  return new SectionSpan(section, resource, scope, maxAttributeLength);
 }
 
 /** Turns finished sections into spans on `processor`. Resource per job run: base + pyats.job.id/run_id. */

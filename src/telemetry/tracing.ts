@@ -1,11 +1,26 @@
 // Tracing setup: the standard OTEL_* environment variables parsed once into typed options, and the span
-// pipeline built from them (exporter → counting decorator → BatchSpanProcessor → queue guard).
+// pipeline built from them (exporter → counting decorator → BatchSpanProcessor → queue guard). For
+// http/protobuf: the OTLP exporter's own transport, with our one-pass encoder (otlp-encoder.ts) as serializer.
 import { createRequire } from 'node:module';
 import { TraceFlags } from '@opentelemetry/api';
 import { ExportResultCode, SDK_INFO, type ExportResult } from '@opentelemetry/core';
 import { OTLPTraceExporter as OtlpGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { OTLPTraceExporter as OtlpJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as OtlpProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import {
+  CompressionAlgorithm,
+  OTLPExporterBase,
+  type OTLPExporterNodeConfigBase,
+} from '@opentelemetry/otlp-exporter-base';
+import {
+  convertLegacyHttpOptions,
+  createOtlpHttpExportDelegate,
+} from '@opentelemetry/otlp-exporter-base/node-http';
+import {
+  ProtobufTraceSerializer,
+  TraceExporterMetricsHelper,
+  type IExportTraceServiceResponse,
+  type ISerializer,
+} from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
   BatchSpanProcessor,
@@ -23,6 +38,7 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { encodeTraceRequest } from './otlp-encoder.js';
 
 export const TRACES_EXPORTERS = ['otlp', 'console', 'none'] as const;
 export type TracesExporter = (typeof TRACES_EXPORTERS)[number];
@@ -272,11 +288,14 @@ export interface SpanPipelineHooks {
 export interface SpanPipeline {
   /** Hand finished spans to `processor.onEnd`. Its forceFlush/shutdown never reject (failures are counted). */
   processor: SpanProcessor;
+  /** Spans accepted by the processor and not yet handed to the exporter (at most maxQueueSize). */
+  backlog(): number;
+  /** True while the last export attempt failed (an outage); false before any export and once one succeeds. */
+  exportFailing(): boolean;
   forceFlush(): Promise<void>;
   shutdown(): Promise<void>;
 }
 
-type HttpExporterConfig = NonNullable<ConstructorParameters<typeof OtlpProtoTraceExporter>[0]>;
 type GrpcExporterConfig = NonNullable<ConstructorParameters<typeof OtlpGrpcTraceExporter>[0]>;
 type GrpcMetadata = NonNullable<GrpcExporterConfig['metadata']>;
 
@@ -288,13 +307,36 @@ function grpcMetadata(headers: Record<string, string>): GrpcMetadata {
   return metadata;
 }
 
+/** ProtobufTraceSerializer with our encoder for requests: the same bytes, in one pass (otlp-encoder.ts). */
+const PROTOBUF_TRACE_SERIALIZER: ISerializer<ReadableSpan[], IExportTraceServiceResponse> = {
+  serializeRequest: encodeTraceRequest,
+  deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+};
+
+/** The component type exporter-trace-otlp-proto reports in the SDK's self-observability metrics. */
+const OTLP_HTTP_SPAN_EXPORTER = 'otlp_http_span_exporter';
+
+/**
+ * What exporter-trace-otlp-proto's OTLPTraceExporter builds — the library's http transport, retries,
+ * timeout, compression and partial-success handling — with PROTOBUF_TRACE_SERIALIZER as its serializer.
+ */
+function createProtobufSpanExporter(config: OTLPExporterNodeConfigBase): SpanExporter {
+  const delegate = createOtlpHttpExportDelegate(
+    convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
+    PROTOBUF_TRACE_SERIALIZER,
+    OTLP_HTTP_SPAN_EXPORTER,
+    TraceExporterMetricsHelper,
+    undefined,
+  );
+  return new OTLPExporterBase(delegate);
+}
+
 /** The exporter for `options`, with url, headers, timeout and compression passed explicitly. */
 export function createSpanExporter(options: TracingOptions): SpanExporter | undefined {
   if (options.exporter === 'none') return undefined;
   // ConsoleSpanExporter writes with console.dir, i.e. to stdout; our logs go to stderr (src/log.ts).
   if (options.exporter === 'console') return new ConsoleSpanExporter();
-  // CompressionAlgorithm is a string enum whose values are exactly 'gzip' and 'none'.
-  const compression = options.compression as HttpExporterConfig['compression'];
+  const compression = options.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE;
   if (options.protocol === 'grpc') {
     return new OtlpGrpcTraceExporter({
       url: options.endpoint ?? DEFAULT_GRPC_ENDPOINT,
@@ -303,7 +345,7 @@ export function createSpanExporter(options: TracingOptions): SpanExporter | unde
       compression,
     });
   }
-  const config: HttpExporterConfig = {
+  const config: OTLPExporterNodeConfigBase = {
     url: options.endpoint ?? DEFAULT_HTTP_TRACES_ENDPOINT,
     headers: { ...options.headers },
     timeoutMillis: options.timeoutMs,
@@ -311,7 +353,7 @@ export function createSpanExporter(options: TracingOptions): SpanExporter | unde
   };
   return options.protocol === 'http/json'
     ? new OtlpJsonTraceExporter(config)
-    : new OtlpProtoTraceExporter(config);
+    : createProtobufSpanExporter(config);
 }
 
 /** Spans accepted by the queue guard and not yet handed to the exporter (= BatchSpanProcessor's queue). */
@@ -326,6 +368,8 @@ class QueueCount {
  */
 class CountingSpanExporter implements SpanExporter {
   private outage = { batches: 0, spans: 0 };
+  /** The last export's outcome was a failure. */
+  failing = false;
 
   constructor(
     private readonly inner: SpanExporter,
@@ -338,6 +382,7 @@ class CountingSpanExporter implements SpanExporter {
     const count = spans.length;
     this.queue.size -= count;
     const done = (result: ExportResult): void => {
+      this.failing = result.code !== ExportResultCode.SUCCESS;
       if (result.code === ExportResultCode.SUCCESS) {
         this.hooks.spansExported(count);
         if (this.outage.batches > 0) {
@@ -450,7 +495,8 @@ export function createSpanPipeline(
   const exporter = createSpanExporter(options);
   if (exporter === undefined) return undefined;
   const queue = new QueueCount();
-  const batch = new BatchSpanProcessor(new CountingSpanExporter(exporter, queue, hooks, logger), {
+  const counting = new CountingSpanExporter(exporter, queue, hooks, logger);
+  const batch = new BatchSpanProcessor(counting, {
     maxQueueSize: options.batch.maxQueueSize,
     maxExportBatchSize: Math.min(options.batch.maxExportBatchSize, options.batch.maxQueueSize),
     scheduledDelayMillis: options.batch.scheduledDelayMillis,
@@ -459,6 +505,8 @@ export function createSpanPipeline(
   const processor = new QueueGuardProcessor(batch, queue, options.batch.maxQueueSize, hooks, logger);
   return {
     processor,
+    backlog: () => queue.size,
+    exportFailing: () => counting.failing,
     forceFlush: () => processor.forceFlush(),
     shutdown: () => processor.shutdown(),
   };

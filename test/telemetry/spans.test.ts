@@ -1,7 +1,16 @@
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import * as incubating from '@opentelemetry/semantic-conventions/incubating';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FinishedSection, JobInfo, JobSummary, ResultValue } from '../../src/events/types.js';
+import {
+  RESULT_VALUES,
+  type FinishedSection,
+  type JobInfo,
+  type JobSummary,
+  type ResultValue,
+} from '../../src/events/types.js';
 import { silentLogger } from '../../src/log.js';
 import { runIdFor, spanIdFor, traceIdFor } from '../../src/events/ids.js';
 import {
@@ -12,9 +21,14 @@ import {
   ATTR_TEST_SUITE_RUN_STATUS,
   epochMsToHrTime,
   sectionAttributes,
+  sectionToSpan,
+  SectionSpan,
+  spanName,
+  spanStatus,
   SpanSink,
   truncateAttribute,
 } from '../../src/telemetry/spans.js';
+import { encodeTraceRequest } from '../../src/telemetry/otlp-encoder.js';
 import {
   baseResource,
   createSpanPipeline,
@@ -244,6 +258,163 @@ describe('truncateAttribute', () => {
     }
     expect(attributes['pyats.section.id']).toBe('x'.repeat(10));
     expect(attributes[ATTR_TEST_CASE_NAME]).toBe('x'.repeat(10));
+  });
+});
+
+const RESOURCE = resourceFromAttributes({ 'service.name': 'pyats-exporter', 'pyats.job.id': 'bgp_job' });
+const SCOPE = { name: 'pyats-exporter', version: '0.1.0' };
+
+/** A plain-object copy of a span: no encoder fast path, every field read through the span's getters. */
+function plainCopy(span: ReadableSpan): ReadableSpan {
+  const context = span.spanContext();
+  return {
+    name: span.name,
+    kind: span.kind,
+    spanContext: () => context,
+    parentSpanContext: span.parentSpanContext,
+    startTime: span.startTime,
+    endTime: span.endTime,
+    status: span.status,
+    attributes: span.attributes,
+    links: span.links,
+    events: span.events,
+    duration: span.duration,
+    ended: span.ended,
+    resource: span.resource,
+    instrumentationScope: span.instrumentationScope,
+    droppedAttributesCount: span.droppedAttributesCount,
+    droppedEventsCount: span.droppedEventsCount,
+    droppedLinksCount: span.droppedLinksCount,
+  };
+}
+
+const text = fc.oneof(
+  { weight: 4, arbitrary: fc.string() },
+  { weight: 2, arbitrary: fc.string({ unit: 'grapheme' }) },
+  { weight: 2, arbitrary: fc.string({ unit: 'binary' }) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.constantFrom('a', 'ü', '😀', '\ud83d'), fc.integer({ min: 30, max: 5000 }))
+      .map(([unit, n]) => unit.repeat(n)),
+  },
+);
+const optional = <T>(arbitrary: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> =>
+  fc.option(arbitrary, { nil: undefined });
+
+/** Any FinishedSection the tracker could emit, with Unicode and long strings in every text field. */
+const finishedSection: fc.Arbitrary<FinishedSection> = fc
+  .record({
+    jobId: text,
+    seqNum: fc.nat(),
+    parentSeqNum: optional(fc.nat()),
+    linked: fc.boolean(),
+    type: fc.oneof(
+      fc.constantFrom('TestSuite', 'Task', 'Testcase', 'CommonSetup', 'CommonCleanup', 'TestSection', 'Step'),
+      text,
+    ),
+    id: optional(text),
+    name: optional(text),
+    task: text,
+    startTime: fc.double({ min: 0, max: 4e12, noNaN: true }),
+    length: fc.double({ min: 0, max: 1e7, noNaN: true }),
+    runtime: fc.oneof(fc.double({ min: 0, max: 1e6, noNaN: true }), fc.nat()),
+    result: fc.constantFrom(...RESULT_VALUES),
+    reason: optional(text),
+    logfile: optional(text),
+    xref: optional(fc.record({ file: text, line: fc.nat() }, { requiredKeys: [] })),
+    incomplete: fc.boolean(),
+    orphan: fc.boolean(),
+  })
+  .map((g) => {
+    const info = job(g.jobId, SUITE_START);
+    return {
+      job: info,
+      seqNum: g.seqNum,
+      parentSeqNum: g.parentSeqNum,
+      spanId: spanIdFor(info.runId, g.seqNum),
+      parentSpanId:
+        g.parentSeqNum !== undefined && g.linked ? spanIdFor(info.runId, g.parentSeqNum) : undefined,
+      type: g.type,
+      id: g.id,
+      name: g.name,
+      task: g.task,
+      startTime: g.startTime,
+      stopTime: g.startTime + g.length,
+      runtime: g.runtime,
+      result: g.reason === undefined ? { value: g.result } : { value: g.result, reason: g.reason },
+      logfile: g.logfile,
+      xref: g.xref,
+      incomplete: g.incomplete,
+      orphan: g.orphan,
+      started: true,
+    };
+  });
+
+describe('SectionSpan', () => {
+  it('builds each ReadableSpan field from the record on first read, and keeps it', () => {
+    for (const spec of TREE) {
+      const section = record(BGP, spec);
+      const span = sectionToSpan(section, RESOURCE, SCOPE, 4096);
+      expect(span).toBeInstanceOf(SectionSpan);
+      expect(span.attributes).toEqual(sectionAttributes(section, 4096));
+      expect(span.attributes).toBe(span.attributes);
+      expect(span.spanContext()).toEqual({
+        traceId: BGP.traceId,
+        spanId: section.spanId,
+        traceFlags: 1,
+        isRemote: false,
+      });
+      expect(span.spanContext()).toBe(span.spanContext());
+      expect(span.parentSpanContext).toEqual(
+        section.parentSpanId === undefined
+          ? undefined
+          : { traceId: BGP.traceId, spanId: section.parentSpanId, traceFlags: 1, isRemote: false },
+      );
+      expect(span.name).toBe(spanName(section));
+      expect(span.startTime).toEqual(epochMsToHrTime(section.startTime));
+      expect(span.endTime).toEqual(epochMsToHrTime(section.stopTime));
+      expect(span.duration).toEqual([2, 500_500_000]);
+      expect(span.status).toEqual(spanStatus(section, 4096));
+      expect(span.status).toBe(span.status);
+      expect([span.resource, span.instrumentationScope]).toEqual([RESOURCE, SCOPE]);
+    }
+  });
+
+  it('is encoded from the record: the attributes object is never built on that path', () => {
+    for (const spec of TREE) {
+      const span = sectionToSpan(record(BGP, spec), RESOURCE, SCOPE, 4096);
+      Object.defineProperty(span, 'attributes', {
+        get: () => {
+          throw new Error('attributes built');
+        },
+      });
+      const bytes = Buffer.from(encodeTraceRequest([span]));
+      const generic = sectionToSpan(record(BGP, spec), RESOURCE, SCOPE, 4096);
+      expect(bytes.equals(Buffer.from(ProtobufTraceSerializer.serializeRequest([generic]) ?? []))).toBe(true);
+    }
+  });
+
+  it('encodes to the same bytes on the fast path as through its attributes (generated sections)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(finishedSection, { minLength: 1, maxLength: 6 }),
+        fc.constantFrom(3, 64, 4096),
+        (sections, maxLength) => {
+          const spans = sections.map((s) => sectionToSpan(s, RESOURCE, SCOPE, maxLength));
+          const fast = Buffer.from(encodeTraceRequest(spans));
+          const generic = Buffer.from(encodeTraceRequest(spans.map(plainCopy)));
+          const library = Buffer.from(
+            ProtobufTraceSerializer.serializeRequest(
+              sections.map((s) => sectionToSpan(s, RESOURCE, SCOPE, maxLength)),
+            ) ?? [],
+          );
+          expect(fast.equals(generic)).toBe(true);
+          expect(fast.equals(library)).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
 

@@ -1,5 +1,10 @@
 import { spawn } from 'node:child_process';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
@@ -258,6 +263,28 @@ describe('createSpanPipeline', () => {
     return started;
   }
 
+  /** Keeps each request's headers and raw body, and answers 200 with `response`. */
+  async function rawReceiver(response = Buffer.alloc(0)) {
+    const requests: Array<{ headers: IncomingHttpHeaders; body: Buffer }> = [];
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        requests.push({ headers: req.headers, body: Buffer.concat(chunks) });
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end(response);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    );
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+  }
+
   function pipeline(options: TracingOptions, hooks: ReturnType<typeof recorder>['hooks']): SpanPipeline {
     const created = createSpanPipeline(options, hooks, silentLogger());
     if (created === undefined) throw new Error('expected a pipeline');
@@ -354,6 +381,68 @@ describe('createSpanPipeline', () => {
     p.processor.onEnd(span(2));
     expect(counts.exported).toEqual([1]);
     expect(counts.dropped.shutdown).toBe(1);
+  });
+
+  it('reports its backlog, and whether the last export failed', async () => {
+    const otlp = await receiver({ status: 503 });
+    const counts = recorder();
+    const p = pipeline(optionsFor(otlp, { timeoutMs: 300 }), counts.hooks);
+    expect([p.backlog(), p.exportFailing()]).toEqual([0, false]);
+    for (let seq = 1; seq <= 3; seq += 1) p.processor.onEnd(span(seq));
+    expect(p.backlog()).toBe(3);
+    await p.forceFlush();
+    expect([p.backlog(), p.exportFailing()]).toEqual([0, true]);
+
+    otlp.setStatus(200);
+    p.processor.onEnd(span(4));
+    expect(p.backlog()).toBe(1);
+    await p.forceFlush();
+    expect([p.backlog(), p.exportFailing()]).toEqual([0, false]);
+    expect(counts.exported).toEqual([1]);
+  });
+
+  it('sends, for http/protobuf, exactly the bytes ProtobufTraceSerializer would, plain or gzipped', async () => {
+    for (const compression of ['none', 'gzip'] as const) {
+      const raw = await rawReceiver();
+      const counts = recorder();
+      const p = pipeline(optionsFor(raw, { compression }), counts.hooks);
+      const spans = [1, 2, 3, 4].map(span);
+      for (const s of spans) p.processor.onEnd(s);
+      await p.forceFlush();
+      expect(raw.requests).toHaveLength(1);
+      const [request] = raw.requests;
+      expect(request?.headers['content-type']).toBe('application/x-protobuf');
+      expect(request?.headers['content-encoding']).toBe(compression === 'gzip' ? 'gzip' : undefined);
+      expect(request?.headers['user-agent']).toMatch(/^OTel-OTLP-Exporter-JavaScript\//);
+      const body = compression === 'gzip' ? gunzipSync(request?.body ?? Buffer.alloc(0)) : request?.body;
+      const expected = Buffer.from(
+        ProtobufTraceSerializer.serializeRequest(spans.map((_, i) => span(i + 1))) ?? [],
+      );
+      expect(body?.equals(expected)).toBe(true);
+      expect(counts.exported).toEqual([4]);
+    }
+  });
+
+  it("reads the receiver's response with the library's deserializer (partial success is logged)", async () => {
+    // ExportTraceServiceResponse { partial_success: { rejected_spans: 2, error_message: "too old" } }
+    const response = Buffer.from([0x0a, 0x0b, 0x08, 0x02, 0x12, 0x07, ...Buffer.from('too old')]);
+    const raw = await rawReceiver(response);
+    const warnings: string[] = [];
+    const logger: DiagLogger = {
+      error: () => {},
+      warn: (message, ...args) => warnings.push([message, ...args.map(String)].join(' ')),
+      info: () => {},
+      debug: () => {},
+      verbose: () => {},
+    };
+    diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
+    cleanups.push(() => Promise.resolve(diag.disable()));
+    const counts = recorder();
+    const p = pipeline(optionsFor(raw), counts.hooks);
+    p.processor.onEnd(span(1));
+    await p.forceFlush();
+    expect(counts.exported).toEqual([1]);
+    expect(warnings.some((w) => w.includes('Partial Success') && w.includes('too old'))).toBe(true);
   });
 
   it('sends OTLP/JSON for http/json', async () => {
