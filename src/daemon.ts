@@ -37,6 +37,11 @@ export interface Telemetry {
   registry: Registry;
   health: ExporterHealth;
   fanout: SinkFanout;
+  /**
+   * Read backpressure for stream sources: true while spans queue faster than a working backend takes them.
+   * While export is failing it stays false, so ingest (and metrics) go on and the spans are dropped, counted.
+   */
+  sinksBehind(): boolean;
   /** Flush and shut down every sink and the span exporter. */
   shutdown(): Promise<void>;
 }
@@ -76,10 +81,15 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
     );
   }
   const fanout = new SinkFanout(sinks, logger);
+  // Four export batches, and never more than half the queue, so a slow backend never fills it.
+  const { maxExportBatchSize, maxQueueSize } = config.tracing.batch;
+  const holdAt = Math.max(1, Math.min(4 * maxExportBatchSize, Math.floor(maxQueueSize / 2)));
   return {
     registry,
     health,
     fanout,
+    sinksBehind: () =>
+      spanPipeline !== undefined && spanPipeline.backlog() >= holdAt && !spanPipeline.exportFailing(),
     shutdown: async () => {
       await fanout.forceFlush();
       await fanout.shutdown();
@@ -89,7 +99,7 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
 }
 
 export async function startDaemon(config: ExporterConfig, logger: Logger): Promise<RunningDaemon> {
-  const { registry, health, fanout, shutdown } = buildTelemetry(config, logger);
+  const { registry, health, fanout, sinksBehind, shutdown } = buildTelemetry(config, logger);
   const capture = config.capture
     ? new CaptureWriter({
         path: config.capture,
@@ -113,6 +123,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
         idleTimeoutMs: ingest.idleTimeoutMs,
         ...(ingest.socketMode !== undefined ? { mode: ingest.socketMode } : {}),
         logger: logger.child({ component: 'ingest-socket' }),
+        holdWhile: sinksBehind,
       })
     : undefined;
   const httpIngest = ingest.http
@@ -140,6 +151,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
       pollIntervalMs: config.pollIntervalMs,
       backoff: config.reconnect,
       decode: (frame) => unpickle(frame),
+      holdWhile: sinksBehind,
       logger: logger.child({ socket: path }),
       handlers: {
         connected: (conn) => {

@@ -1,7 +1,7 @@
-// The trace backend down, answering errors, or slow, with the real binary: spans queue up to
-// OTEL_BSP_MAX_QUEUE_SIZE, the rest are dropped and counted by reason, every span is either exported or
-// counted as dropped, export resumes when the backend is back, and /metrics answers as fast as before
-// (measured while the backend is down).
+// The trace backend down, answering errors, or slow, with the real binary. Down or failing: spans queue up
+// to OTEL_BSP_MAX_QUEUE_SIZE, the rest are dropped and counted by reason, every span is either exported or
+// counted as dropped, and export resumes when the backend is back. Slow but working: the reporter is read
+// only as fast as spans leave, so none is dropped. /metrics answers as fast as before throughout.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMetrics, runExporter, sumOf, type ExporterProcess } from '../helpers/exporter-process.js';
@@ -139,10 +139,13 @@ describe('OTLP backend faults', () => {
       during.push(...(await scrapeTimes(exporter, SCRAPES)));
       const outage = await settled(exporter, total);
       expect(outage.exported).toBe(0);
-      expect(outage.queueFull).toBeGreaterThan(0);
       expect(outage.exportFailed).toBeGreaterThan(0);
       expect(receiver.spans.filter((s) => s.resource['service.name'] === service)).toHaveLength(0);
-      expect(exporter.logs.some((l) => l.msg === 'span queue full, dropping spans')).toBe(true);
+      // Reading goes on while export fails (no backpressure during an outage); whether the queue also
+      // overflows depends on how fast the failed batches leave it, and is logged when it does.
+      expect(exporter.logs.some((l) => l.msg === 'span queue full, dropping spans')).toBe(
+        outage.queueFull > 0,
+      );
       // One warning for the outage, not one per failed batch.
       expect(exporter.logs.filter((l) => l.msg === 'span export failed' && l.level === 40)).toHaveLength(1);
 
@@ -221,7 +224,7 @@ describe('OTLP backend faults', () => {
     }
   });
 
-  it('queues up to the bound behind a slow backend, drops the overflow, and loses nothing it queued', async () => {
+  it('holds the reporter back behind a slow but working backend: every span exported, none dropped', async () => {
     const slow = await startOtlpReceiver({ delayMs: 800 });
     const socket = join(dirs.make(), 'reporter.sock');
     const service = 'otlp-slow';
@@ -235,10 +238,11 @@ describe('OTLP backend faults', () => {
       const during = await scrapeTimes(exporter, SCRAPES);
       const total = sectionsOf(await jobs);
       const done = await settled(exporter, total, 60_000);
+      // Far more spans than the queue holds (QUEUE): without read backpressure most would be dropped.
+      expect(total).toBeGreaterThan(2 * QUEUE);
       expect(done.exportFailed).toBe(0);
-      expect(done.queueFull).toBeGreaterThan(0);
-      expect(done.exported).toBe(total - done.queueFull);
-      expect(done.exported).toBeGreaterThanOrEqual(QUEUE);
+      expect(done.queueFull).toBe(0);
+      expect(done.exported).toBe(total);
       expect(slow.spans.filter((s) => s.resource['service.name'] === service)).toHaveLength(done.exported);
       expect(percentile(during, 99)).toBeLessThan(MAX_P99_MS);
       expect(percentile(during, 99)).toBeLessThan(
