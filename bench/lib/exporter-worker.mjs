@@ -10,6 +10,7 @@ import { distModule } from './dist.mjs';
 const { parseConfig } = await distModule('config.js');
 const { startDaemon } = await distModule('daemon.js');
 const { createLogger } = await distModule('log.js');
+const { renderMetrics } = await distModule('http/server.js');
 
 const outcome = parseConfig(process.argv.slice(2), process.env);
 if (outcome.kind !== 'config') throw new Error('exporter-worker needs a run configuration');
@@ -94,9 +95,21 @@ async function expect({ events, spans, profilePath }) {
   });
 }
 
+/** `count` renders of /metrics' body in this process, in ms: the exposition's cost without HTTP. */
+async function renderTimes(count) {
+  const times = [];
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    await renderMetrics(daemon.registry, 'prometheus');
+    times.push(performance.now() - start);
+  }
+  return times;
+}
+
 process.on('message', async (message) => {
   if (message.cmd === 'expect') process.send(await expect(message));
   if (message.cmd === 'memory') process.send({ kind: 'memory', ...memory() });
+  if (message.cmd === 'render') process.send({ kind: 'render', ms: await renderTimes(message.count) });
   if (message.cmd === 'stop') {
     await daemon.stop();
     process.exit(0);
