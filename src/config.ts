@@ -47,6 +47,8 @@ export interface ExporterConfig {
   timezone: string;
   /** `--orphan-hold-max`, default 10000: finished sections per job held while their parent is unseen. */
   orphanHoldMax: number;
+  /** `--max-open-sections`, default 100000: sections one stream may have open; more are refused, counted. */
+  maxOpenSections: number;
   /** `--max-attribute-length`, default 4096: strings are cut to this length. */
   maxAttributeLength: number;
   /** `--log-level`, default info. */
@@ -95,6 +97,7 @@ const FLAG_SPEC = {
   timezone: { type: 'string' },
   'max-attribute-length': { type: 'string' },
   'orphan-hold-max': { type: 'string' },
+  'max-open-sections': { type: 'string' },
   'log-level': { type: 'string' },
   'max-label-values': { type: 'string' },
   'max-label-values-for': { type: 'string', multiple: true },
@@ -137,6 +140,7 @@ const fileSchema = z
     timezone: z.string(),
     'max-attribute-length': z.union([z.string(), z.number()]),
     'orphan-hold-max': z.union([z.string(), z.number()]),
+    'max-open-sections': z.union([z.string(), z.number()]),
     'log-level': z.string(),
     'max-label-values': z.union([z.string(), z.number()]),
     'max-label-values-for': z.union([z.string(), z.array(z.string())]),
@@ -192,6 +196,8 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
   --max-attribute-length N      cut longer strings in spans and labels (default 4096)
   --orphan-hold-max N           finished sections per job held while their parent has not been seen
                                 (exporter attached mid-job) (default 10000)
+  --max-open-sections N         sections one stream may have open at once; the start of another is
+                                refused and counted as too_many_open_sections (default 100000)
   --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
   --max-label-values N          distinct job/task/testcase/type values per metric; later ones are
                                 reported as __other__ (default 1000)
@@ -346,6 +352,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     timezone,
     maxAttributeLength: integer('max-attribute-length', 4096, 16, 1 << 20),
     orphanHoldMax: integer('orphan-hold-max', 10_000, 0, 1_000_000),
+    maxOpenSections: integer('max-open-sections', 100_000, 1, 100_000_000),
     logLevel: logLevel as LogLevel,
     reconnect: { initialMs: 250, maxMs: 10_000 },
     pollIntervalMs: 500,

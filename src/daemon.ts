@@ -109,8 +109,8 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     : undefined;
   if (capture) await capture.open();
   const tracker = capture
-    ? new CapturingTracker({ sink: fanout, logger, capture, maxHeldOrphans: config.orphanHoldMax })
-    : new SectionTracker({ sink: fanout, logger, maxHeldOrphans: config.orphanHoldMax });
+    ? new CapturingTracker({ sink: fanout, logger, capture, ...trackerLimits(config) })
+    : new SectionTracker({ sink: fanout, logger, ...trackerLimits(config) });
   const normalize = { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength };
   const pipeline = new Pipeline({ normalize, tracker, health, logger });
 
@@ -226,6 +226,11 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     return stopping;
   };
   return { address: server.address, registry, stop };
+}
+
+/** The tracker's bounds from the configuration (the daemon and replay share them). */
+export function trackerLimits(config: ExporterConfig): { maxHeldOrphans: number; maxOpenSections: number } {
+  return { maxHeldOrphans: config.orphanHoldMax, maxOpenSections: config.maxOpenSections };
 }
 
 function formatHost(host: string): string {

@@ -36,7 +36,15 @@ export class Pipeline {
       this.reject(streamId, source, outcome.reason, outcome.detail);
       return;
     }
-    tracker.onEvent(streamId, outcome.event);
+    const refused = tracker.onEvent(streamId, outcome.event);
+    if (refused !== undefined) {
+      this.reject(
+        streamId,
+        source,
+        refused,
+        `seq_num ${outcome.event.seqNum}: too many sections open on this stream`,
+      );
+    }
   }
 
   /** A frame or line that never became an event (undecodable pickle, oversize frame, bad JSON). */

@@ -2,7 +2,7 @@
 // the same pipeline as a live run, so spans carry the same ids; metrics are pushed (--pushgateway) and/or
 // served on /metrics until SIGTERM (--hold).
 import type { ExporterConfig } from './config.js';
-import { buildTelemetry } from './daemon.js';
+import { buildTelemetry, trackerLimits } from './daemon.js';
 import { resolveZone } from './events/timezone.js';
 import { SectionTracker } from './events/tracker.js';
 import { createApp, listen } from './http/server.js';
@@ -23,7 +23,7 @@ export async function runReplay(
     sink: telemetry.fanout,
     logger,
     now: clock.now,
-    maxHeldOrphans: config.orphanHoldMax,
+    ...trackerLimits(config),
   });
   const pipeline = new Pipeline({
     normalize: { zone, maxStringLength: config.maxAttributeLength },

@@ -35,7 +35,11 @@ describe('parseConfig', () => {
       requestHeader: { width: 8, endian: 'big' },
       maxFrameBytes: 64 * 1024 * 1024,
       logLevel: 'info',
+      orphanHoldMax: 10_000,
+      maxOpenSections: 100_000,
     });
+    expect(config(['demo', '--max-open-sections', '50']).maxOpenSections).toBe(50);
+    expect(config(['demo'], { PYATS_EXPORTER_MAX_OPEN_SECTIONS: '70' }).maxOpenSections).toBe(70);
     expect(c.subscribeRequest).toEqual(Object.assign(Object.create(null), { action: 'subscribe' }));
     expect(c.tracing.exporter).toBe('otlp');
   });
@@ -84,6 +88,7 @@ describe('parseConfig', () => {
     expect(error(['demo', '--max-frame-bytes', 'lots']).message).toMatch(/--max-frame-bytes: "lots"/);
     expect(error(['demo', '--timezone', 'Mars/Olympus']).message).toMatch(/--timezone: unknown time zone/);
     expect(error(['demo', '--log-level', 'loud']).message).toMatch(/--log-level/);
+    expect(error(['demo', '--max-open-sections', '0']).message).toMatch(/--max-open-sections/);
     expect(error(['demo'], { PYATS_EXPORTER_LISTEN: 'nowhere' }).message).toMatch(/PYATS_EXPORTER_LISTEN/);
     expect(error(['demo', '--subscribe-request', '{bad']).message).toMatch(/--subscribe-request: not JSON/);
     expect(error(['demo', '--config', join(dir, 'missing.yaml')]).message).toMatch(

@@ -26,6 +26,10 @@ const MAX_ANCESTRY = 256;
 
 export const DEFAULT_MAX_PENDING = 10_000;
 export const DEFAULT_MAX_HELD_ORPHANS = 10_000;
+export const DEFAULT_MAX_OPEN_SECTIONS = 100_000;
+
+/** Why the tracker refused an event (the pipeline counts it like a normalizer rejection). */
+export type TrackerRejectReason = 'too_many_open_sections';
 
 export interface TrackerOptions {
   sink: SectionSink;
@@ -43,6 +47,12 @@ export interface TrackerOptions {
    * Default 10,000.
    */
   maxHeldOrphans?: number;
+  /**
+   * Sections one stream may have open (seen, not stopped) at once; the init_/start_ of another is refused
+   * (`too_many_open_sections`), so a stream that never stops its sections cannot grow without bound. pyATS
+   * has a few dozen open at a time. Default 100,000.
+   */
+  maxOpenSections?: number;
 }
 
 export interface TrackerStats {
@@ -183,6 +193,7 @@ export class SectionTracker {
   private readonly now: () => number;
   private readonly maxPending: number;
   private readonly maxHeldOrphans: number;
+  private readonly maxOpenSections: number;
 
   constructor(options: TrackerOptions) {
     this.sink = options.sink;
@@ -190,6 +201,7 @@ export class SectionTracker {
     this.now = options.now ?? Date.now;
     this.maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
     this.maxHeldOrphans = options.maxHeldOrphans ?? DEFAULT_MAX_HELD_ORPHANS;
+    this.maxOpenSections = options.maxOpenSections ?? DEFAULT_MAX_OPEN_SECTIONS;
   }
 
   stats(): TrackerStats {
@@ -209,7 +221,8 @@ export class SectionTracker {
     return stats;
   }
 
-  onEvent(streamId: string, event: SectionEvent): void {
+  /** Tracks one event; returns why it was refused, if it was (nothing else is affected). */
+  onEvent(streamId: string, event: SectionEvent): TrackerRejectReason | undefined {
     let job = this.streams.get(streamId);
     if (job !== undefined && event.type === SUITE_TYPE) job = this.jobForSuiteEvent(job, event);
     if (job === undefined) {
@@ -223,18 +236,28 @@ export class SectionTracker {
         { stream: streamId, seq_num: event.seqNum, event: event.event },
         'event for a finished section ignored',
       );
-      return;
+      return undefined;
+    }
+    if (
+      event.phase !== 'stop' &&
+      job.sections.size >= this.maxOpenSections &&
+      !job.sections.has(event.seqNum)
+    ) {
+      return 'too_many_open_sections';
     }
     if (event.type === SUITE_TYPE && job.suiteSeq === undefined) job.suiteSeq = event.seqNum;
     if (event.seqNum === job.suiteSeq) {
       job.suiteId ??= event.id ?? event.name;
       if (event.startTime !== undefined) job.suiteStart ??= event.startTime;
-      if (job.previous !== undefined && job.suiteStart !== undefined && this.restoreIfReplay(job)) return;
+      if (job.previous !== undefined && job.suiteStart !== undefined && this.restoreIfReplay(job)) {
+        return undefined;
+      }
     }
     const section = this.track(job, event);
     if (event.phase === 'start') this.onStart(job, section);
     else if (event.phase === 'stop') this.onStop(job, section, event);
     if (job.heldByParent.size > 0) this.releaseChildren(job, section);
+    return undefined;
   }
 
   /** The stream ended (disconnect, end of file): everything still open is abandoned. */

@@ -16,7 +16,7 @@
 // of the file end every stream. Running the tracker with now() = the line's `at` also reproduces the times
 // of sections abandoned when a stream ended. Unknown `kind`s are skipped; a `v` above 1 is an error.
 import { open, type FileHandle } from 'node:fs/promises';
-import { SectionTracker, type TrackerOptions } from '../events/tracker.js';
+import { SectionTracker, type TrackerOptions, type TrackerRejectReason } from '../events/tracker.js';
 import type { SectionEvent } from '../events/types.js';
 import type { Logger } from '../log.js';
 import { isPyDict, type PyDict } from '../reporter/pyvalues.js';
@@ -278,17 +278,17 @@ export class CapturingTracker extends SectionTracker {
 
   constructor(options: CapturingTrackerOptions) {
     const clock = new HeldClock(options.now ?? Date.now);
-    super({ sink: options.sink, logger: options.logger, now: () => clock.now() });
+    super({ ...options, now: () => clock.now() });
     this.clock = clock;
     this.capture = options.capture;
   }
 
-  override onEvent(streamId: string, event: SectionEvent): void {
+  override onEvent(streamId: string, event: SectionEvent): TrackerRejectReason | undefined {
     const at = this.clock.hold();
     try {
       this.openStreams.add(streamId);
       this.capture.event(streamId, event, at);
-      super.onEvent(streamId, event);
+      return super.onEvent(streamId, event);
     } finally {
       this.clock.release();
     }

@@ -523,6 +523,33 @@ describe('SectionTracker faults', () => {
     expect(sink.finished).toHaveLength(6);
   });
 
+  it('refuses to open more sections than the cap on one stream, and only that', () => {
+    const sink = new RecordingSink();
+    const tracker = new SectionTracker({ sink, logger: silentLogger(), maxOpenSections: 3 });
+    const start = (stream: string, seqNum: number, phase: 'init' | 'start' = 'start'): SectionEvent => ({
+      phase,
+      event: `${phase}_section`,
+      type: seqNum === 1 ? 'TestSuite' : 'TestSection',
+      seqNum,
+      ...(seqNum === 1 ? { id: 'job' } : { parentSeqNum: 1 }),
+      startTime: T0 + seqNum,
+    });
+    for (const seq of [1, 2, 3]) expect(tracker.onEvent('s', start('s', seq))).toBeUndefined();
+    expect(tracker.onEvent('s', start('s', 4))).toBe('too_many_open_sections');
+    expect(tracker.onEvent('s', start('s', 5, 'init'))).toBe('too_many_open_sections');
+    // Events of sections already open, a stop of one never seen, and other streams are not affected.
+    expect(tracker.onEvent('s', start('s', 2))).toBeUndefined();
+    const stop = (seqNum: number, at: number) =>
+      ({ event: 'stop_section', ...stopOf(seqNum, 1, 'TestSection', at) }) as SectionEvent;
+    expect(tracker.onEvent('s', stop(6, T0 + 6))).toBeUndefined();
+    expect(tracker.onEvent('t', start('t', 4))).toBeUndefined();
+    expect(tracker.onEvent('s', stop(3, T0 + 7))).toBeUndefined();
+    expect(tracker.onEvent('s', start('s', 4))).toBeUndefined();
+    expect(tracker.stats().openSections).toBe(4);
+    tracker.endAll();
+    expect(sink.finished.map((s) => s.seqNum).sort()).toEqual([1, 2, 3, 4, 4, 6]);
+  });
+
   it('sends starts seen before the suite started with the final run id', () => {
     const { sink, send } = setup();
     runJob(send);

@@ -9,6 +9,7 @@ import { RESULT_VALUES, type SectionEvent } from '../../src/events/types.js';
 import {
   CAPTURE_FORMAT_VERSION,
   CaptureWriter,
+  CapturingTracker,
   isCaptureHeader,
   parseCaptureLine,
   toCaptureData,
@@ -257,6 +258,37 @@ describe('CapturingTracker', () => {
     core.pipeline.endStream('never-seen');
     clock.ms += 500;
   }
+
+  it("keeps the tracker's limits (open sections, held orphans) while it captures", async () => {
+    const capture = writer(capturePath());
+    await capture.open();
+    const finished: number[] = [];
+    const tracker = new CapturingTracker({
+      sink: {
+        sectionStarted: () => {},
+        sectionFinished: (s) => finished.push(s.seqNum),
+        jobFinished: () => {},
+        forceFlush: () => Promise.resolve(),
+        shutdown: () => Promise.resolve(),
+      },
+      logger: silentLogger(),
+      capture,
+      maxOpenSections: 2,
+    });
+    const start = (seqNum: number): SectionEvent => ({
+      phase: 'start',
+      event: 'start_section',
+      type: 'TestSection',
+      seqNum,
+      startTime: Date.UTC(2024, 4, 1),
+    });
+    expect(tracker.onEvent('s', start(1))).toBeUndefined();
+    expect(tracker.onEvent('s', start(2))).toBeUndefined();
+    expect(tracker.onEvent('s', start(3))).toBe('too_many_open_sections');
+    tracker.endAll();
+    expect(finished.sort()).toEqual([1, 2]);
+    await capture.close();
+  });
 
   it('records events and ends so that a replay gives identical spans and metrics', async () => {
     const path = capturePath();
