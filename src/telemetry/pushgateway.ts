@@ -181,7 +181,10 @@ export class PushgatewayPublisher implements SectionSink {
     while (this.pending.size > 0) await Promise.all([...this.pending]);
   }
 
-  /** Finishes the pending pushes without waiting out backoff delays, then forgets runs that never ended. */
+  /**
+   * Finishes the pending pushes without waiting out backoff delays or retrying further (at most one attempt
+   * more each, bounded by timeoutMs), then forgets runs that never ended.
+   */
   async shutdown(): Promise<void> {
     this.closing = true;
     for (const wake of this.sleepers) wake();
@@ -240,7 +243,9 @@ export class PushgatewayPublisher implements SectionSink {
       } catch (err) {
         outcome = { detail: err instanceof Error ? err.message : String(err), retry: true };
       }
-      if (!outcome.retry || attempt >= this.maxAttempts) {
+      // Once shutting down, a failed attempt is the last: every retry could cost another timeoutMs, and the
+      // process has a few seconds to exit (the CLI's shutdown guard).
+      if (!outcome.retry || attempt >= this.maxAttempts || this.closing) {
         this.pushes.inc({ result: 'failure' });
         this.logger.error(
           { ...where, attempt, status: outcome.status, detail: outcome.detail },

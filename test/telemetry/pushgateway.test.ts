@@ -406,6 +406,18 @@ describe('PushgatewayPublisher when the push fails', () => {
     expect(await pushCounts(registry)).toEqual({ success: 0, failure: 1, dropped: 1 });
   });
 
+  it('makes no further attempt once shutting down, so retries cannot outlast the exit guard', async () => {
+    const silent = await startStub(() => 0);
+    const { registry, sink } = publisher({ url: silent.url, maxAttempts: 3, timeoutMs: 300 });
+    feedRun(sink, NIGHTLY);
+    for (let i = 0; i < 200 && silent.requests.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await sink.shutdown();
+    expect(silent.requests).toHaveLength(1);
+    expect(await pushCounts(registry)).toEqual({ success: 0, failure: 1, dropped: 0 });
+  });
+
   it('stops waiting out backoff on shutdown, so a down Pushgateway cannot hold the exit', async () => {
     const port = await freePort();
     const logs = captureLogs();
