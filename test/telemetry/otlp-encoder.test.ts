@@ -10,6 +10,7 @@ import type { FinishedSection, JobInfo } from '../../src/events/types.js';
 import { encodeTraceRequest, MAX_CACHED_KEYS } from '../../src/telemetry/otlp-encoder.js';
 import { sectionToSpan } from '../../src/telemetry/spans.js';
 import { decodeExportTraceServiceRequest } from '../helpers/otlp-receiver.js';
+import { plainSpanCopy } from '../helpers/spans.js';
 
 /** What the library writes for `spans`, as a Buffer for comparison. */
 function reference(spans: ReadableSpan[]): Buffer {
@@ -331,7 +332,7 @@ describe('encodeTraceRequest', () => {
       const wide = { ...section(info, 3), id: `${'i'.repeat(n)}é`, name: `😀${'n'.repeat(n)}` };
       const spans = [ascii, wide].map((s) => sectionToSpan(s, resource, SCOPE, 1000));
       expect(encoded(spans).equals(reference(spans)), `length ${n}`).toBe(true);
-      expect(encoded(spans.map(plainFromSpan)).equals(reference(spans)), `generic, length ${n}`).toBe(true);
+      expect(encoded(spans.map(plainSpanCopy)).equals(reference(spans)), `generic, length ${n}`).toBe(true);
     }
   });
 
@@ -349,7 +350,7 @@ describe('encodeTraceRequest', () => {
     const info = job('keys');
     const base = sectionToSpan(section(info, 1), resourceFromAttributes({}), SCOPE, 100);
     const span: ReadableSpan = {
-      ...plainFromSpan(base),
+      ...plainSpanCopy(base),
       attributes: many,
     };
     expect(encoded([span]).equals(reference([span]))).toBe(true);
@@ -360,7 +361,7 @@ describe('encodeTraceRequest', () => {
     const info = job('nested');
     const resource = resourceFromAttributes({ 'service.name': 'x' });
     const inner = jobSpans(1, 30);
-    const outer = plainFromSpan(sectionToSpan(section(info, 2), resource, SCOPE, 100));
+    const outer = plainSpanCopy(sectionToSpan(section(info, 2), resource, SCOPE, 100));
     let innerBytes: Buffer | undefined;
     const reentrant: ReadableSpan = {
       ...outer,
@@ -374,27 +375,3 @@ describe('encodeTraceRequest', () => {
     expect(innerBytes?.equals(reference(inner))).toBe(true);
   });
 });
-
-/** A plain-object copy of a span (no encoder fast path), with every ReadableSpan field read through its getter. */
-function plainFromSpan(span: ReadableSpan): ReadableSpan {
-  const context = span.spanContext();
-  return {
-    name: span.name,
-    kind: span.kind,
-    spanContext: () => context,
-    parentSpanContext: span.parentSpanContext,
-    startTime: span.startTime,
-    endTime: span.endTime,
-    status: span.status,
-    attributes: span.attributes,
-    links: span.links,
-    events: span.events,
-    duration: span.duration,
-    ended: span.ended,
-    resource: span.resource,
-    instrumentationScope: span.instrumentationScope,
-    droppedAttributesCount: span.droppedAttributesCount,
-    droppedEventsCount: span.droppedEventsCount,
-    droppedLinksCount: span.droppedLinksCount,
-  };
-}

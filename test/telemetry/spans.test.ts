@@ -42,6 +42,7 @@ import {
   type DecodedSpan,
   type OtlpReceiver,
 } from '../helpers/otlp-receiver.js';
+import { plainSpanCopy } from '../helpers/spans.js';
 
 const SUITE_START = Date.UTC(2024, 4, 1, 12, 0, 0) + 0.25;
 
@@ -264,30 +265,6 @@ describe('truncateAttribute', () => {
 const RESOURCE = resourceFromAttributes({ 'service.name': 'pyats-exporter', 'pyats.job.id': 'bgp_job' });
 const SCOPE = { name: 'pyats-exporter', version: '0.1.0' };
 
-/** A plain-object copy of a span: no encoder fast path, every field read through the span's getters. */
-function plainCopy(span: ReadableSpan): ReadableSpan {
-  const context = span.spanContext();
-  return {
-    name: span.name,
-    kind: span.kind,
-    spanContext: () => context,
-    parentSpanContext: span.parentSpanContext,
-    startTime: span.startTime,
-    endTime: span.endTime,
-    status: span.status,
-    attributes: span.attributes,
-    links: span.links,
-    events: span.events,
-    duration: span.duration,
-    ended: span.ended,
-    resource: span.resource,
-    instrumentationScope: span.instrumentationScope,
-    droppedAttributesCount: span.droppedAttributesCount,
-    droppedEventsCount: span.droppedEventsCount,
-    droppedLinksCount: span.droppedLinksCount,
-  };
-}
-
 const text = fc.oneof(
   { weight: 4, arbitrary: fc.string() },
   { weight: 2, arbitrary: fc.string({ unit: 'grapheme' }) },
@@ -403,7 +380,7 @@ describe('SectionSpan', () => {
         (sections, maxLength) => {
           const spans = sections.map((s) => sectionToSpan(s, RESOURCE, SCOPE, maxLength));
           const fast = Buffer.from(encodeTraceRequest(spans));
-          const generic = Buffer.from(encodeTraceRequest(spans.map(plainCopy)));
+          const generic = Buffer.from(encodeTraceRequest(spans.map(plainSpanCopy)));
           const library = Buffer.from(
             ProtobufTraceSerializer.serializeRequest(
               sections.map((s) => sectionToSpan(s, RESOURCE, SCOPE, maxLength)),
