@@ -227,6 +227,8 @@ async function startExporter(receiverUrl, socket) {
     HOME: process.env.HOME,
     // glibc allocator tuning (MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) reaches the exporter, for RSS experiments.
     ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_'))),
+    // Exporter options as variables (PYATS_EXPORTER_DECODE_THREAD=true, ...) reach it too.
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PYATS_EXPORTER_'))),
     BENCH_DIST: DIST_DIR,
     ...(opts['exporter-node-options'] ? { NODE_OPTIONS: opts['exporter-node-options'] } : {}),
     ...EXPORTER_ENV,

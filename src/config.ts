@@ -49,6 +49,8 @@ export interface ExporterConfig {
   orphanHoldMax: number;
   /** `--max-open-sections`, default 100000: sections one stream may have open; more are refused, counted. */
   maxOpenSections: number;
+  /** `--decode-thread`: reporter sockets are read, decoded and normalized on a thread of their own. */
+  decodeThread: boolean;
   /** `--max-attribute-length`, default 4096: strings are cut to this length. */
   maxAttributeLength: number;
   /** `--log-level`, default info. */
@@ -98,6 +100,7 @@ const FLAG_SPEC = {
   'max-attribute-length': { type: 'string' },
   'orphan-hold-max': { type: 'string' },
   'max-open-sections': { type: 'string' },
+  'decode-thread': { type: 'boolean' },
   'log-level': { type: 'string' },
   'max-label-values': { type: 'string' },
   'max-label-values-for': { type: 'string', multiple: true },
@@ -141,6 +144,7 @@ const fileSchema = z
     'max-attribute-length': z.union([z.string(), z.number()]),
     'orphan-hold-max': z.union([z.string(), z.number()]),
     'max-open-sections': z.union([z.string(), z.number()]),
+    'decode-thread': z.boolean(),
     'log-level': z.string(),
     'max-label-values': z.union([z.string(), z.number()]),
     'max-label-values-for': z.union([z.string(), z.array(z.string())]),
@@ -198,6 +202,7 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
                                 (exporter attached mid-job) (default 10000)
   --max-open-sections N         sections one stream may have open at once; the start of another is
                                 refused and counted as too_many_open_sections (default 100000)
+  --decode-thread               read, decode and normalize reporter sockets on a second thread
   --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
   --max-label-values N          distinct job/task/testcase/type values per metric; later ones are
                                 reported as __other__ (default 1000)
@@ -353,6 +358,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     maxAttributeLength: integer('max-attribute-length', 4096, 16, 1 << 20),
     orphanHoldMax: integer('orphan-hold-max', 10_000, 0, 1_000_000),
     maxOpenSections: integer('max-open-sections', 100_000, 1, 100_000_000),
+    decodeThread: flag('decode-thread'),
     logLevel: logLevel as LogLevel,
     reconnect: { initialMs: 250, maxMs: 10_000 },
     pollIntervalMs: 500,

@@ -14,8 +14,9 @@ import { createHttpIngest } from './ingest/http.js';
 import { IngestSocketServer } from './ingest/socket.js';
 import { Pipeline } from './pipeline.js';
 import { pickle } from './reporter/pickle-writer.js';
-import { SocketDiscovery, type SocketActivity } from './reporter/discovery.js';
-import { ReporterSubscriber, type ConnectionInfo } from './reporter/subscriber.js';
+import { DecodeThread } from './reporter/decode-thread.js';
+import { SocketDiscovery, type DiscoveredSubscriber, type SocketActivity } from './reporter/discovery.js';
+import { ReporterSubscriber, type ConnectionInfo, type DisconnectReason } from './reporter/subscriber.js';
 import { unpickle } from './reporter/unpickle.js';
 import { ExporterHealth, registerProcessMetrics } from './telemetry/health.js';
 import { MetricsSink } from './telemetry/metrics.js';
@@ -140,8 +141,47 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   const subscribeRequest =
     config.subscribeRequest === null ? null : pickle(config.subscribeRequest, { protocol: 2 });
   const streamOf = (conn: ConnectionInfo): string => `reporter:${conn.id}`;
+  const connected = (conn: ConnectionInfo): void => {
+    health.connectionOpened(conn.path);
+    logger.info({ socket: conn.path, connection: conn.id }, 'subscribed to reporter');
+  };
+  const disconnected = (conn: ConnectionInfo, reason: DisconnectReason): void => {
+    health.connectionClosed(conn.path, reason);
+    pipeline.endStream(streamOf(conn));
+    logger.info({ socket: conn.path, connection: conn.id, reason }, 'reporter connection closed');
+  };
+  const frameRejected = (conn: ConnectionInfo, code: string, detail: string): void =>
+    pipeline.reject(streamOf(conn), 'reporter_socket', code, detail);
+  const decodeThread = config.decodeThread
+    ? new DecodeThread({
+        worker: {
+          header: config.frameHeader,
+          requestHeader: config.requestHeader,
+          subscribeRequest,
+          maxFrameBytes: config.maxFrameBytes,
+          pollIntervalMs: config.pollIntervalMs,
+          backoff: config.reconnect,
+          timezone: config.timezone,
+          maxStringLength: config.maxAttributeLength,
+          logLevel: config.logLevel,
+        },
+        handlers: {
+          connected,
+          event: (conn, event) => pipeline.ingestNormalized(streamOf(conn), 'reporter_socket', event),
+          rejected: (conn, reason, detail) =>
+            pipeline.rejectNormalized(streamOf(conn), 'reporter_socket', reason, detail),
+          fieldDropped: (conn, reason, detail) =>
+            pipeline.fieldDropped(streamOf(conn), 'reporter_socket', reason, detail),
+          frameRejected,
+          disconnected,
+        },
+        sinksBehind,
+        logger: logger.child({ component: 'decode-thread' }),
+      })
+    : undefined;
   /** One subscriber per socket path; `activity` tells discovery when a discovered job is live. */
-  const makeSubscriber = (path: string, activity?: SocketActivity): ReporterSubscriber =>
+  const makeSubscriber = (path: string, activity?: SocketActivity): DiscoveredSubscriber =>
+    decodeThread?.createSubscriber(path, activity) ??
     new ReporterSubscriber({
       path,
       header: config.frameHeader,
@@ -156,17 +196,13 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
       handlers: {
         connected: (conn) => {
           activity?.connected();
-          health.connectionOpened(conn.path);
-          logger.info({ socket: conn.path, connection: conn.id }, 'subscribed to reporter');
+          connected(conn);
         },
         event: (conn, value) => pipeline.ingest(streamOf(conn), 'reporter_socket', value),
-        frameRejected: (conn, code, detail) =>
-          pipeline.reject(streamOf(conn), 'reporter_socket', code, detail),
+        frameRejected,
         disconnected: (conn, reason) => {
           activity?.disconnected();
-          health.connectionClosed(conn.path, reason);
-          pipeline.endStream(streamOf(conn));
-          logger.info({ socket: conn.path, connection: conn.id, reason }, 'reporter connection closed');
+          disconnected(conn, reason);
         },
       },
     });
@@ -217,6 +253,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
         discovery?.stop(),
         ingestSocket?.close(),
       ]);
+      await decodeThread?.close();
       httpIngest?.close();
       await server.close();
       tracker.endAll();

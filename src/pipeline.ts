@@ -1,6 +1,7 @@
 // The core of the data flow: a raw event from any source is counted, normalized (or rejected with a
 // reason), and handed to the tracker. Sources call `ingest` and `endStream`; they never see telemetry.
 import { normalize, type NormalizeOptions } from './events/normalize.js';
+import type { SectionEvent } from './events/types.js';
 import type { SectionTracker } from './events/tracker.js';
 import type { Logger } from './log.js';
 
@@ -26,23 +27,35 @@ export class Pipeline {
   constructor(private readonly options: PipelineOptions) {}
 
   ingest(streamId: string, source: string, raw: unknown): void {
-    const { health, tracker } = this.options;
-    health.eventReceived(source);
+    this.options.health.eventReceived(source);
     // A bad descriptive field (name, times, xref, ...) costs that field, not the whole section.
     const outcome = normalize(raw, this.options.normalize, (reason, detail) =>
-      this.dropField(streamId, source, reason, detail),
+      this.fieldDropped(streamId, source, reason, detail),
     );
-    if (!outcome.ok) {
-      this.reject(streamId, source, outcome.reason, outcome.detail);
-      return;
-    }
-    const refused = tracker.onEvent(streamId, outcome.event);
+    if (outcome.ok) this.track(streamId, source, outcome.event);
+    else this.reject(streamId, source, outcome.reason, outcome.detail);
+  }
+
+  /** An event normalized elsewhere (the decode thread): counted and tracked as `ingest` would. */
+  ingestNormalized(streamId: string, source: string, event: SectionEvent): void {
+    this.options.health.eventReceived(source);
+    this.track(streamId, source, event);
+  }
+
+  /** An event the normalizer refused elsewhere (the decode thread): counted as received, then rejected. */
+  rejectNormalized(streamId: string, source: string, reason: string, detail: string): void {
+    this.options.health.eventReceived(source);
+    this.reject(streamId, source, reason, detail);
+  }
+
+  private track(streamId: string, source: string, event: SectionEvent): void {
+    const refused = this.options.tracker.onEvent(streamId, event);
     if (refused !== undefined) {
       this.reject(
         streamId,
         source,
         refused,
-        `seq_num ${outcome.event.seqNum}: too many sections open on this stream`,
+        `seq_num ${event.seqNum}: too many sections open on this stream`,
       );
     }
   }
@@ -62,7 +75,8 @@ export class Pipeline {
     return seen === 1 || seen % LOG_EVERY === 0;
   }
 
-  private dropField(streamId: string, source: string, reason: string, detail: string): void {
+  /** One field of an event was unusable and left out (the rest of the event went on). */
+  fieldDropped(streamId: string, source: string, reason: string, detail: string): void {
     this.options.health.fieldDropped(reason);
     if (this.logSampled(`field:${reason}`)) {
       this.options.logger.warn({ stream: streamId, source, reason, detail }, 'event field dropped');

@@ -38,6 +38,9 @@ describe('parseConfig', () => {
       orphanHoldMax: 10_000,
       maxOpenSections: 100_000,
     });
+    expect(c.decodeThread).toBe(false);
+    expect(config(['demo', '--decode-thread']).decodeThread).toBe(true);
+    expect(config(['demo'], { PYATS_EXPORTER_DECODE_THREAD: 'true' }).decodeThread).toBe(true);
     expect(config(['demo', '--max-open-sections', '50']).maxOpenSections).toBe(50);
     expect(config(['demo'], { PYATS_EXPORTER_MAX_OPEN_SECTIONS: '70' }).maxOpenSections).toBe(70);
     expect(c.subscribeRequest).toEqual(Object.assign(Object.create(null), { action: 'subscribe' }));

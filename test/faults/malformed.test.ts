@@ -45,125 +45,131 @@ function isWellFormed(text: string): boolean {
 }
 
 describe('malformed reporter input', () => {
-  it('counts and logs every rejection by reason, keeps or resets the connection as framing allows', async () => {
-    const socket = join(dirs.make(), 'reporter.sock');
-    const service = 'faults-malformed';
-    const exporter = await runExporter(
-      [
-        '--reporter-socket',
-        socket,
-        '--listen',
-        '127.0.0.1:0',
-        '--max-attribute-length',
-        String(MAX_ATTRIBUTE_LENGTH),
-        '--log-level',
-        'info',
-      ],
-      otlpEnv(service),
-    );
-    const reporter = await startFaultReporter({ socket, scenario: 'malformed' });
-    try {
-      await reporter.done;
-      const manifest = await reporter.manifest();
-      const text = await until('the last job on /metrics', async () => {
-        const t = await exporter.scrape();
-        return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: 'recovered_job' }) === 1 ? t : undefined;
-      });
-      const samples = parseMetrics(text);
-
-      // Every bad input counted under its reason, nothing else: as a rejected event, or (for a descriptive
-      // field such as a time or a name) as a dropped field of an event that was kept.
-      const reasons = new Set([...REJECT_REASONS, ...FRAME_REASONS, ...Object.keys(manifest.rejected)]);
-      for (const reason of reasons) {
-        const rejected = sumOf(samples, 'pyats_exporter_events_rejected_total', { reason });
-        const dropped = sumOf(samples, 'pyats_exporter_event_fields_dropped_total', { reason });
-        expect(rejected + dropped, reason).toBe(manifest.rejected[reason] ?? 0);
-      }
-      // Bad times cost the field, not the section.
-      expect(
-        sumOf(samples, 'pyats_exporter_event_fields_dropped_total', { reason: 'bad_time' }),
-      ).toBeGreaterThan(0);
-      // The scenario exercises every reason there is.
-      expect(Object.keys(manifest.rejected).sort()).toEqual([...REJECT_REASONS, ...FRAME_REASONS].sort());
-
-      // ... and each reason named in a log line.
-      for (const reason of Object.keys(manifest.rejected)) {
-        const logged = exporter.logs.some((l) => l['reason'] === reason || l['code'] === reason);
-        expect(logged, `a log line for ${reason}`).toBe(true);
-      }
-
-      // Decode errors kept the connection; the oversize header and the unframeable bytes reset it, the cut
-      // frame ended with the stream: four connections, each job's sections delivered.
-      expect(sumOf(samples, 'pyats_exporter_reporter_connections_total')).toBe(4);
-      expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'reset' })).toBe(2);
-      expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'eof' })).toBe(2);
-      expect(sumOf(samples, 'pyats_job_runs_total', { job: 'faulty_job', result: 'failed' })).toBe(1);
-      expect(sumOf(samples, 'pyats_job_runs_total', { job: 'after_reset', result: 'passed' })).toBe(1);
-      expect(sumOf(samples, 'pyats_job_runs_total', { job: 'recovered_job', result: 'passed' })).toBe(1);
-      expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(0);
-      expect(await promtoolFindings(text)).toEqual([]);
-
-      for (const job of manifest.jobs) {
-        const spans = await until(`spans of ${job.job_id}`, () => {
-          const found = spansOf(service, job.job_id);
-          return found.length >= job.sections.length ? found : undefined;
+  it.each([false, true])(
+    'counts and logs every rejection by reason, keeps or resets the connection as framing allows (decode thread: %s)',
+    async (decodeThread) => {
+      const socket = join(dirs.make(), 'reporter.sock');
+      const service = `faults-malformed-${decodeThread}`;
+      const exporter = await runExporter(
+        [
+          '--reporter-socket',
+          socket,
+          '--listen',
+          '127.0.0.1:0',
+          '--max-attribute-length',
+          String(MAX_ATTRIBUTE_LENGTH),
+          '--log-level',
+          'info',
+          ...(decodeThread ? ['--decode-thread'] : []),
+        ],
+        otlpEnv(service),
+      );
+      const reporter = await startFaultReporter({ socket, scenario: 'malformed' });
+      try {
+        await reporter.done;
+        const manifest = await reporter.manifest();
+        const text = await until('the last job on /metrics', async () => {
+          const t = await exporter.scrape();
+          return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: 'recovered_job' }) === 1
+            ? t
+            : undefined;
         });
-        expect(byTrace(spans).size, `one trace for ${job.job_id}`).toBe(1);
-        const bySeq = new Map<number, DecodedSpan[]>();
-        for (const span of spans) bySeq.set(seqOf(span), [...(bySeq.get(seqOf(span)) ?? []), span]);
-        for (const section of job.sections) {
-          const found = bySeq.get(section.seq_num) ?? [];
-          expect(found, `${job.job_id} seq ${section.seq_num}`).toHaveLength(1);
-          const span = found[0] as DecodedSpan;
-          expect(span.attributes['pyats.section.type']).toBe(section.type);
-          expect(span.attributes['pyats.section.incomplete']).toBeUndefined();
-          for (const value of Object.values(span.attributes)) {
-            if (typeof value === 'string') {
-              expect(value.length).toBeLessThanOrEqual(MAX_ATTRIBUTE_LENGTH);
-              expect(isWellFormed(value)).toBe(true);
+        const samples = parseMetrics(text);
+
+        // Every bad input counted under its reason, nothing else: as a rejected event, or (for a descriptive
+        // field such as a time or a name) as a dropped field of an event that was kept.
+        const reasons = new Set([...REJECT_REASONS, ...FRAME_REASONS, ...Object.keys(manifest.rejected)]);
+        for (const reason of reasons) {
+          const rejected = sumOf(samples, 'pyats_exporter_events_rejected_total', { reason });
+          const dropped = sumOf(samples, 'pyats_exporter_event_fields_dropped_total', { reason });
+          expect(rejected + dropped, reason).toBe(manifest.rejected[reason] ?? 0);
+        }
+        // Bad times cost the field, not the section.
+        expect(
+          sumOf(samples, 'pyats_exporter_event_fields_dropped_total', { reason: 'bad_time' }),
+        ).toBeGreaterThan(0);
+        // The scenario exercises every reason there is.
+        expect(Object.keys(manifest.rejected).sort()).toEqual([...REJECT_REASONS, ...FRAME_REASONS].sort());
+
+        // ... and each reason named in a log line.
+        for (const reason of Object.keys(manifest.rejected)) {
+          const logged = exporter.logs.some((l) => l['reason'] === reason || l['code'] === reason);
+          expect(logged, `a log line for ${reason}`).toBe(true);
+        }
+
+        // Decode errors kept the connection; the oversize header and the unframeable bytes reset it, the cut
+        // frame ended with the stream: four connections, each job's sections delivered.
+        expect(sumOf(samples, 'pyats_exporter_reporter_connections_total')).toBe(4);
+        expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'reset' })).toBe(2);
+        expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'eof' })).toBe(2);
+        expect(sumOf(samples, 'pyats_job_runs_total', { job: 'faulty_job', result: 'failed' })).toBe(1);
+        expect(sumOf(samples, 'pyats_job_runs_total', { job: 'after_reset', result: 'passed' })).toBe(1);
+        expect(sumOf(samples, 'pyats_job_runs_total', { job: 'recovered_job', result: 'passed' })).toBe(1);
+        expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(0);
+        expect(await promtoolFindings(text)).toEqual([]);
+
+        for (const job of manifest.jobs) {
+          const spans = await until(`spans of ${job.job_id}`, () => {
+            const found = spansOf(service, job.job_id);
+            return found.length >= job.sections.length ? found : undefined;
+          });
+          expect(byTrace(spans).size, `one trace for ${job.job_id}`).toBe(1);
+          const bySeq = new Map<number, DecodedSpan[]>();
+          for (const span of spans) bySeq.set(seqOf(span), [...(bySeq.get(seqOf(span)) ?? []), span]);
+          for (const section of job.sections) {
+            const found = bySeq.get(section.seq_num) ?? [];
+            expect(found, `${job.job_id} seq ${section.seq_num}`).toHaveLength(1);
+            const span = found[0] as DecodedSpan;
+            expect(span.attributes['pyats.section.type']).toBe(section.type);
+            expect(span.attributes['pyats.section.incomplete']).toBeUndefined();
+            for (const value of Object.values(span.attributes)) {
+              if (typeof value === 'string') {
+                expect(value.length).toBeLessThanOrEqual(MAX_ATTRIBUTE_LENGTH);
+                expect(isWellFormed(value)).toBe(true);
+              }
             }
           }
+          // Only sections whose events were rejected may be missing from the manifest's list; never extras of
+          // the good ones (duplicates, repeated stops).
+          for (const [seq, found] of bySeq) expect(found, `${job.job_id} seq ${seq}`).toHaveLength(1);
         }
-        // Only sections whose events were rejected may be missing from the manifest's list; never extras of
-        // the good ones (duplicates, repeated stops).
-        for (const [seq, found] of bySeq) expect(found, `${job.job_id} seq ${seq}`).toHaveLength(1);
-      }
 
-      const faulty = spansOf(service, 'faulty_job');
-      const bySeq = new Map(faulty.map((s) => [seqOf(s), s]));
-      const named = (id: string): DecodedSpan =>
-        faulty.find((s) => s.attributes['pyats.section.id'] === id) as DecodedSpan;
-      const root = faulty.find((s) => s.parentSpanId === '') as DecodedSpan;
-      expect(root.attributes['pyats.section.type']).toBe('TestSuite');
-      // The step whose testcase's events were all rejected: still exported, re-parented to the root, flagged.
-      const orphan = named('orphan_step');
-      expect(orphan.attributes['pyats.section.orphan']).toBe(true);
-      expect(orphan.parentSpanId).toBe(root.spanId);
-      expect(bySeq.has(Number(orphan.attributes['pyats.section.parent_seq_num']))).toBe(false);
-      // Every other span's parent is in the trace.
-      for (const span of faulty) {
-        if (span === root || span === orphan) continue;
-        expect(span.attributes['pyats.section.orphan']).toBeUndefined();
-        expect(faulty.some((p) => p.spanId === span.parentSpanId)).toBe(true);
+        const faulty = spansOf(service, 'faulty_job');
+        const bySeq = new Map(faulty.map((s) => [seqOf(s), s]));
+        const named = (id: string): DecodedSpan =>
+          faulty.find((s) => s.attributes['pyats.section.id'] === id) as DecodedSpan;
+        const root = faulty.find((s) => s.parentSpanId === '') as DecodedSpan;
+        expect(root.attributes['pyats.section.type']).toBe('TestSuite');
+        // The step whose testcase's events were all rejected: still exported, re-parented to the root, flagged.
+        const orphan = named('orphan_step');
+        expect(orphan.attributes['pyats.section.orphan']).toBe(true);
+        expect(orphan.parentSpanId).toBe(root.spanId);
+        expect(bySeq.has(Number(orphan.attributes['pyats.section.parent_seq_num']))).toBe(false);
+        // Every other span's parent is in the trace.
+        for (const span of faulty) {
+          if (span === root || span === orphan) continue;
+          expect(span.attributes['pyats.section.orphan']).toBeUndefined();
+          expect(faulty.some((p) => p.spanId === span.parentSpanId)).toBe(true);
+        }
+        // Huge strings cut to --max-attribute-length; prototype keys and nesting in unknown keys are inert.
+        expect(named('huge_name').attributes['pyats.section.name']).toBe('n'.repeat(MAX_ATTRIBUTE_LENGTH));
+        expect(named('huge_name').attributes['pyats.section.logfile']).toBe('L'.repeat(MAX_ATTRIBUTE_LENGTH));
+        expect(named('proto_keys').attributes['pyats.section.result']).toBe('passed');
+        expect(named('nested_extra')).toBeDefined();
+        // Invalid UTF-8 (raw bytes, and CPython's surrogatepass for a lone surrogate) arrives as U+FFFD.
+        expect(named('bad\ufffd\ufffdutf8\ufffd')).toBeDefined();
+        expect(named('lone_\ufffd\ufffd\ufffd_surrogate')).toBeDefined();
+        expect(named('repeated').attributes['pyats.section.result']).toBe('passed');
+        const early = named('stop_before_start');
+        expect(early.attributes['pyats.section.incomplete']).toBeUndefined();
+        expect(Number(early.endTimeUnixNano - early.startTimeUnixNano)).toBe(1e9);
+      } finally {
+        await reporter.kill();
+        const { code } = await exporter.stop();
+        expect(code).toBe(0);
       }
-      // Huge strings cut to --max-attribute-length; prototype keys and nesting in unknown keys are inert.
-      expect(named('huge_name').attributes['pyats.section.name']).toBe('n'.repeat(MAX_ATTRIBUTE_LENGTH));
-      expect(named('huge_name').attributes['pyats.section.logfile']).toBe('L'.repeat(MAX_ATTRIBUTE_LENGTH));
-      expect(named('proto_keys').attributes['pyats.section.result']).toBe('passed');
-      expect(named('nested_extra')).toBeDefined();
-      // Invalid UTF-8 (raw bytes, and CPython's surrogatepass for a lone surrogate) arrives as U+FFFD.
-      expect(named('bad\ufffd\ufffdutf8\ufffd')).toBeDefined();
-      expect(named('lone_\ufffd\ufffd\ufffd_surrogate')).toBeDefined();
-      expect(named('repeated').attributes['pyats.section.result']).toBe('passed');
-      const early = named('stop_before_start');
-      expect(early.attributes['pyats.section.incomplete']).toBeUndefined();
-      expect(Number(early.endTimeUnixNano - early.startTimeUnixNano)).toBe(1e9);
-    } finally {
-      await reporter.kill();
-      const { code } = await exporter.stop();
-      expect(code).toBe(0);
-    }
-  });
+    },
+  );
 
   it('is idempotent when every frame comes twice and the whole job is replayed', async () => {
     const socket = join(dirs.make(), 'reporter.sock');

@@ -115,109 +115,129 @@ const RESULTS: StandinResults[] = ['object', 'dict', 'string', 'mixed'];
 const TIMES: StandinTimes[] = ['datetime', 'datetime-tz', 'iso', 'epoch'];
 
 describe('reporter socket → spans and metrics', () => {
-  describe.each(HEADERS.map((header, i) => ({ header, i })))('frame header $header', ({ header, i }) => {
-    it('exports every job of pickle protocols 2–5 exactly', async () => {
+  // Each header once in-process, and once more with the sockets read on the decode thread (--decode-thread).
+  const variants = [
+    ...HEADERS.map((header, i) => ({ header, i, decodeThread: false })),
+    { header: '8be' as StandinHeader, i: HEADERS.length, decodeThread: true },
+  ];
+  describe.each(variants)(
+    'frame header $header, decode thread: $decodeThread',
+    ({ header, i, decodeThread }) => {
+      it('exports every job of pickle protocols 2–5 exactly', async () => {
+        const dir = tempDir();
+        mkdirSync(join(dir, 'runinfo'));
+        const socket = join(dir, 'runinfo', 'reporter.sock');
+        const exporter = await runExporter(
+          [
+            '--reporter-socket',
+            socket,
+            '--listen',
+            '127.0.0.1:0',
+            '--timezone',
+            JOB_ZONE,
+            '--log-level',
+            'info',
+            ...(decodeThread ? ['--decode-thread'] : []),
+          ],
+          otlpEnv(),
+        );
+        try {
+          for (const protocol of [2, 3, 4, 5] as const) {
+            const k = (i + protocol) % 4;
+            const jobId = `job_${header}${decodeThread ? '_thread' : ''}_p${protocol}`;
+            const standin = await startStandin({
+              socket,
+              header,
+              protocol,
+              results: RESULTS[k],
+              times: TIMES[(k + 1) % 4],
+              tz: JOB_ZONE,
+              jobId,
+              seed: protocol,
+              startEpoch: 1_700_000_000 + i * 10_000 + protocol * 1000 + 0.123456,
+              chunking: protocol === 3 ? 'bytewise' : protocol === 4 ? 'packed' : 'whole',
+            });
+            try {
+              const manifest = await standin.manifest();
+              const text = await until(`job ${jobId} on /metrics`, async () => {
+                const t = await exporter.scrape();
+                return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: jobId }) > 0 ? t : undefined;
+              });
+              checkMetrics(manifest, text);
+              const expectedSpans = manifest.sections.filter((s) => s.completed).length;
+              const spans = await until(`spans of ${jobId}`, () => {
+                const found = spansOfJob(jobId);
+                return found.length >= expectedSpans ? found : undefined;
+              });
+              checkSpans(manifest, spans);
+              // Every result value occurs in the scripted job.
+              expect(new Set(manifest.sections.map((s) => s.result))).toEqual(new Set(RESULT_VALUES));
+            } finally {
+              await standin.kill();
+            }
+          }
+          const text = await exporter.scrape();
+          expect(await promtoolFindings(text)).toEqual([]);
+          expect(sumOf(parseMetrics(text), 'pyats_exporter_events_rejected_total')).toBe(0);
+        } finally {
+          const { code } = await exporter.stop();
+          expect(code).toBe(0);
+        }
+      });
+    },
+  );
+
+  it.each([false, true])(
+    'on SIGTERM mid-job ends open sections as abandoned, exports every span and exits 0 within 10 s (decode thread: %s)',
+    async (decodeThread) => {
       const dir = tempDir();
-      mkdirSync(join(dir, 'runinfo'));
-      const socket = join(dir, 'runinfo', 'reporter.sock');
+      const socket = join(dir, 'reporter.sock');
+      // A long schedule delay: only the shutdown flush can deliver the spans.
       const exporter = await runExporter(
         [
           '--reporter-socket',
           socket,
           '--listen',
           '127.0.0.1:0',
-          '--timezone',
-          JOB_ZONE,
-          '--log-level',
-          'info',
+          ...(decodeThread ? ['--decode-thread'] : []),
         ],
-        otlpEnv(),
+        otlpEnv({ OTEL_BSP_SCHEDULE_DELAY: '60000' }),
       );
-      try {
-        for (const protocol of [2, 3, 4, 5] as const) {
-          const k = (i + protocol) % 4;
-          const jobId = `job_${header}_p${protocol}`;
-          const standin = await startStandin({
-            socket,
-            header,
-            protocol,
-            results: RESULTS[k],
-            times: TIMES[(k + 1) % 4],
-            tz: JOB_ZONE,
-            jobId,
-            seed: protocol,
-            startEpoch: 1_700_000_000 + i * 10_000 + protocol * 1000 + 0.123456,
-            chunking: protocol === 3 ? 'bytewise' : protocol === 4 ? 'packed' : 'whole',
-          });
-          try {
-            const manifest = await standin.manifest();
-            const text = await until(`job ${jobId} on /metrics`, async () => {
-              const t = await exporter.scrape();
-              return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: jobId }) > 0 ? t : undefined;
-            });
-            checkMetrics(manifest, text);
-            const expectedSpans = manifest.sections.filter((s) => s.completed).length;
-            const spans = await until(`spans of ${jobId}`, () => {
-              const found = spansOfJob(jobId);
-              return found.length >= expectedSpans ? found : undefined;
-            });
-            checkSpans(manifest, spans);
-            // Every result value occurs in the scripted job.
-            expect(new Set(manifest.sections.map((s) => s.result))).toEqual(new Set(RESULT_VALUES));
-          } finally {
-            await standin.kill();
-          }
-        }
-        const text = await exporter.scrape();
-        expect(await promtoolFindings(text)).toEqual([]);
-        expect(sumOf(parseMetrics(text), 'pyats_exporter_events_rejected_total')).toBe(0);
-      } finally {
-        const { code } = await exporter.stop();
-        expect(code).toBe(0);
-      }
-    });
-  });
-
-  it('on SIGTERM mid-job ends open sections as abandoned, exports every span and exits 0 within 10 s', async () => {
-    const dir = tempDir();
-    const socket = join(dir, 'reporter.sock');
-    // A long schedule delay: only the shutdown flush can deliver the spans.
-    const exporter = await runExporter(
-      ['--reporter-socket', socket, '--listen', '127.0.0.1:0'],
-      otlpEnv({ OTEL_BSP_SCHEDULE_DELAY: '60000' }),
-    );
-    const jobId = 'job_sigterm';
-    const standin = await startStandin({
-      socket,
-      jobId,
-      eventDelayMs: 20,
-      linger: 30,
-      startEpoch: 1_710_000_000,
-    });
-    try {
-      await until('some sections finished', async () => {
-        const t = await exporter.scrape();
-        return sumOf(parseMetrics(t), 'pyats_section_results_total', { job: jobId }) >= 5 ? true : undefined;
+      const jobId = `job_sigterm_${decodeThread}`;
+      const standin = await startStandin({
+        socket,
+        jobId,
+        eventDelayMs: 20,
+        linger: 30,
+        startEpoch: 1_710_000_000,
       });
-      const { code, ms } = await exporter.stop('SIGTERM');
-      expect(code).toBe(0);
-      expect(ms).toBeLessThan(10_000);
-      const spans = spansOfJob(jobId);
-      const incomplete = spans.filter((s) => s.attributes['pyats.section.incomplete'] === true);
-      expect(incomplete.length).toBeGreaterThan(0);
-      for (const span of incomplete) {
-        expect(span.status.code).toBe(2);
-        expect(span.attributes['pyats.section.result']).toBe('aborted');
+      try {
+        await until('some sections finished', async () => {
+          const t = await exporter.scrape();
+          return sumOf(parseMetrics(t), 'pyats_section_results_total', { job: jobId }) >= 5
+            ? true
+            : undefined;
+        });
+        const { code, ms } = await exporter.stop('SIGTERM');
+        expect(code).toBe(0);
+        expect(ms).toBeLessThan(10_000);
+        const spans = spansOfJob(jobId);
+        const incomplete = spans.filter((s) => s.attributes['pyats.section.incomplete'] === true);
+        expect(incomplete.length).toBeGreaterThan(0);
+        for (const span of incomplete) {
+          expect(span.status.code).toBe(2);
+          expect(span.attributes['pyats.section.result']).toBe('aborted');
+        }
+        // One span per section seen, complete or abandoned, all in one trace, the root included.
+        const seqs = spans.map((s) => Number(s.attributes['pyats.section.seq_num']));
+        expect(new Set(seqs).size).toBe(seqs.length);
+        expect(new Set(spans.map((s) => s.traceId)).size).toBe(1);
+        expect(spans.filter((s) => s.parentSpanId === '')).toHaveLength(1);
+      } finally {
+        await standin.kill();
       }
-      // One span per section seen, complete or abandoned, all in one trace, the root included.
-      const seqs = spans.map((s) => Number(s.attributes['pyats.section.seq_num']));
-      expect(new Set(seqs).size).toBe(seqs.length);
-      expect(new Set(spans.map((s) => s.traceId)).size).toBe(1);
-      expect(spans.filter((s) => s.parentSpanId === '')).toHaveLength(1);
-    } finally {
-      await standin.kill();
-    }
-  });
+    },
+  );
 });
 
 describe('command line', () => {

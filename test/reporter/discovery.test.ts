@@ -342,49 +342,55 @@ describe('SocketDiscovery', () => {
 
 // Enable when wired: `--watch` (and `--watch-interval`) in config.ts / daemon.ts, as proposed in docs/replay.md.
 describe('pyats-exporter --watch', () => {
-  it('exports concurrent jobs as they start under a runinfo tree and forgets them when they end', async () => {
-    const root = tempRoot();
-    oldHistory(root, 20);
-    const exporter = await runExporter([
-      '--watch',
-      root,
-      '--watch-interval',
-      '100',
-      '--listen',
-      '127.0.0.1:0',
-      '--timezone',
-      'UTC',
-    ]);
-    cleanups.push(async () => void (await exporter.stop()));
-    const standins = await Promise.all(
-      [0, 1, 2].map((i) => {
-        const dir = join(root, 'runinfo', `cli_job_${i}`);
-        mkdirSync(dir, { recursive: true });
-        const socket = join(dir, 'reporter.sock');
-        return startStandin({
-          ...(i === 1 ? { symlinkFrom: socket } : { socket }),
-          jobId: `cli_job_${i}`,
-          seed: i + 1,
-          eventDelayMs: 2,
-        }).then(track);
-      }),
-    );
-    const manifests = await Promise.all(standins.map((s) => s.manifest()));
-    const done = async (): Promise<boolean> => {
-      const samples = parseMetrics(await exporter.scrape());
-      return manifests.every(
-        (m) => sumOf(samples, 'pyats_job_runs_total', { job: m.job_id, result: m.job_result }) === 1,
+  it.each([false, true])(
+    'exports concurrent jobs as they start under a runinfo tree and forgets them when they end (decode thread: %s)',
+    async (decodeThread) => {
+      const root = tempRoot();
+      oldHistory(root, 20);
+      const exporter = await runExporter([
+        '--watch',
+        root,
+        '--watch-interval',
+        '100',
+        '--listen',
+        '127.0.0.1:0',
+        '--timezone',
+        'UTC',
+        ...(decodeThread ? ['--decode-thread'] : []),
+      ]);
+      cleanups.push(async () => void (await exporter.stop()));
+      const standins = await Promise.all(
+        [0, 1, 2].map((i) => {
+          const dir = join(root, 'runinfo', `cli_job_${i}`);
+          mkdirSync(dir, { recursive: true });
+          const socket = join(dir, 'reporter.sock');
+          return startStandin({
+            ...(i === 1 ? { symlinkFrom: socket } : { socket }),
+            jobId: `cli_job_${i}`,
+            seed: i + 1,
+            eventDelayMs: 2,
+          }).then(track);
+        }),
       );
-    };
-    const deadline = Date.now() + 20_000;
-    while (!(await done()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(await done()).toBe(true);
-    for (;;) {
-      const up = parseMetrics(await exporter.scrape()).filter((s) => s.name === 'pyats_exporter_reporter_up');
-      if (up.length === 0) break;
-      if (Date.now() > deadline + 10_000) throw new Error('reporter_up series left behind');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect((await exporter.stop()).code).toBe(0);
-  });
+      const manifests = await Promise.all(standins.map((s) => s.manifest()));
+      const done = async (): Promise<boolean> => {
+        const samples = parseMetrics(await exporter.scrape());
+        return manifests.every(
+          (m) => sumOf(samples, 'pyats_job_runs_total', { job: m.job_id, result: m.job_result }) === 1,
+        );
+      };
+      const deadline = Date.now() + 20_000;
+      while (!(await done()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(await done()).toBe(true);
+      for (;;) {
+        const up = parseMetrics(await exporter.scrape()).filter(
+          (s) => s.name === 'pyats_exporter_reporter_up',
+        );
+        if (up.length === 0) break;
+        if (Date.now() > deadline + 10_000) throw new Error('reporter_up series left behind');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect((await exporter.stop()).code).toBe(0);
+    },
+  );
 });
