@@ -16,7 +16,12 @@ import { Pipeline } from './pipeline.js';
 import { pickle } from './reporter/pickle-writer.js';
 import { DecodeThread } from './reporter/decode-thread.js';
 import { SocketDiscovery, type DiscoveredSubscriber, type SocketActivity } from './reporter/discovery.js';
-import { ReporterSubscriber, type ConnectionInfo, type DisconnectReason } from './reporter/subscriber.js';
+import {
+  ReporterSubscriber,
+  type ConnectionInfo,
+  type DisconnectReason,
+  type ReporterSocketOptions,
+} from './reporter/subscriber.js';
 import { unpickle } from './reporter/unpickle.js';
 import { ExporterHealth, registerProcessMetrics } from './telemetry/health.js';
 import { MetricsSink } from './telemetry/metrics.js';
@@ -152,15 +157,18 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   };
   const frameRejected = (conn: ConnectionInfo, code: string, detail: string): void =>
     pipeline.reject(streamOf(conn), 'reporter_socket', code, detail);
+  const socketOptions: ReporterSocketOptions = {
+    header: config.frameHeader,
+    requestHeader: config.requestHeader,
+    subscribeRequest,
+    maxFrameBytes: config.maxFrameBytes,
+    pollIntervalMs: config.pollIntervalMs,
+    backoff: config.reconnect,
+  };
   const decodeThread = config.decodeThread
     ? new DecodeThread({
         worker: {
-          header: config.frameHeader,
-          requestHeader: config.requestHeader,
-          subscribeRequest,
-          maxFrameBytes: config.maxFrameBytes,
-          pollIntervalMs: config.pollIntervalMs,
-          backoff: config.reconnect,
+          ...socketOptions,
           timezone: config.timezone,
           maxStringLength: config.maxAttributeLength,
           logLevel: config.logLevel,
@@ -184,12 +192,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     decodeThread?.createSubscriber(path, activity) ??
     new ReporterSubscriber({
       path,
-      header: config.frameHeader,
-      requestHeader: config.requestHeader,
-      subscribeRequest,
-      maxFrameBytes: config.maxFrameBytes,
-      pollIntervalMs: config.pollIntervalMs,
-      backoff: config.reconnect,
+      ...socketOptions,
       decode: (frame) => unpickle(frame),
       holdWhile: sinksBehind,
       logger: logger.child({ socket: path }),

@@ -5,19 +5,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { normalize } from '../events/normalize.js';
 import { resolveZone } from '../events/timezone.js';
 import { createLogger, type LogLevel } from '../log.js';
-import type { HeaderFormat } from './framing.js';
-import { ReporterSubscriber } from './subscriber.js';
+import { ReporterSubscriber, type ReporterSocketOptions } from './subscriber.js';
 import { SourceBatchWriter } from './thread-channel.js';
 import { unpickle } from './unpickle.js';
 
 /** What the main thread passes as `workerData`. */
-export interface DecodeWorkerData {
-  header: HeaderFormat | 'auto';
-  requestHeader: HeaderFormat;
-  subscribeRequest: Uint8Array | null;
-  maxFrameBytes: number;
-  pollIntervalMs: number;
-  backoff: { initialMs: number; maxMs: number };
+export interface DecodeWorkerData extends ReporterSocketOptions {
   timezone: string;
   maxStringLength: number;
   logLevel: LogLevel;
@@ -38,8 +31,9 @@ const MAX_BATCH_EVENTS = 1024;
 const port = parentPort;
 if (port === null) throw new Error('decode-worker.ts runs as a worker thread only');
 const data = workerData as DecodeWorkerData;
-const logger = createLogger(data.logLevel).child({ thread: 'decode' });
-const normalizeOptions = { zone: resolveZone(data.timezone), maxStringLength: data.maxStringLength };
+const { timezone, maxStringLength, logLevel, flags, ...socketOptions } = data;
+const logger = createLogger(logLevel).child({ thread: 'decode' });
+const normalizeOptions = { zone: resolveZone(timezone), maxStringLength };
 const writer = new SourceBatchWriter();
 const subscribers = new Map<number, ReporterSubscriber>();
 let posted = 0;
@@ -66,19 +60,14 @@ function scheduleFlush(): void {
 
 /** Hold reading while the main thread's sinks are behind, or while it has not caught up with our batches. */
 function holdWhile(): boolean {
-  return Atomics.load(data.flags, 0) === 1 || posted - Atomics.load(data.flags, 1) >= MAX_IN_FLIGHT;
+  return Atomics.load(flags, 0) === 1 || posted - Atomics.load(flags, 1) >= MAX_IN_FLIGHT;
 }
 
 function start(key: number, path: string): void {
   const connOf = new Map<string, number>();
   const subscriber = new ReporterSubscriber({
     path,
-    header: data.header,
-    requestHeader: data.requestHeader,
-    subscribeRequest: data.subscribeRequest,
-    maxFrameBytes: data.maxFrameBytes,
-    pollIntervalMs: data.pollIntervalMs,
-    backoff: data.backoff,
+    ...socketOptions,
     decode: (frame) => unpickle(frame),
     holdWhile,
     logger: logger.child({ socket: path }),

@@ -55,6 +55,12 @@ export interface ReporterSubscriberOptions {
   holdWhile?: () => boolean;
 }
 
+/** How to talk to a reporter socket: the part of the options that is configuration, not wiring. */
+export type ReporterSocketOptions = Pick<
+  ReporterSubscriberOptions,
+  'header' | 'requestHeader' | 'subscribeRequest' | 'maxFrameBytes' | 'pollIntervalMs' | 'backoff'
+>;
+
 /** `idle` until start(); `stopped` after stop(). */
 export type SubscriberState = 'idle' | 'waiting' | 'connecting' | 'connected' | 'backoff' | 'stopped';
 
