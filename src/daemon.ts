@@ -135,7 +135,6 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   const httpIngest = ingest.http
     ? createHttpIngest({
         target: pipeline,
-        normalize,
         ...(ingest.token !== undefined ? { token: ingest.token } : {}),
         maxBodyBytes: ingest.maxBodyBytes,
         idleTimeoutMs: ingest.idleTimeoutMs,

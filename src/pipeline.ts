@@ -2,6 +2,7 @@
 // reason), and handed to the tracker. Sources call `ingest` and `endStream`; they never see telemetry.
 import { normalize, type NormalizeOptions } from './events/normalize.js';
 import type { SectionEvent } from './events/types.js';
+import type { IngestRefusal } from './ingest/ndjson.js';
 import type { SectionTracker } from './events/tracker.js';
 import type { Logger } from './log.js';
 
@@ -26,14 +27,16 @@ export class Pipeline {
 
   constructor(private readonly options: PipelineOptions) {}
 
-  ingest(streamId: string, source: string, raw: unknown): void {
+  /** Counts, normalizes and tracks one raw event; returns why it was refused, if it was. */
+  ingest(streamId: string, source: string, raw: unknown): IngestRefusal | undefined {
     this.options.health.eventReceived(source);
     // A bad descriptive field (name, times, xref, ...) costs that field, not the whole section.
     const outcome = normalize(raw, this.options.normalize, (reason, detail) =>
       this.fieldDropped(streamId, source, reason, detail),
     );
-    if (outcome.ok) this.track(streamId, source, outcome.event);
-    else this.reject(streamId, source, outcome.reason, outcome.detail);
+    if (outcome.ok) return this.track(streamId, source, outcome.event);
+    this.reject(streamId, source, outcome.reason, outcome.detail);
+    return outcome;
   }
 
   /** An event normalized elsewhere (the decode thread): counted and tracked as `ingest` would. */
@@ -48,16 +51,12 @@ export class Pipeline {
     this.reject(streamId, source, reason, detail);
   }
 
-  private track(streamId: string, source: string, event: SectionEvent): void {
-    const refused = this.options.tracker.onEvent(streamId, event);
-    if (refused !== undefined) {
-      this.reject(
-        streamId,
-        source,
-        refused,
-        `seq_num ${event.seqNum}: too many sections open on this stream`,
-      );
-    }
+  private track(streamId: string, source: string, event: SectionEvent): IngestRefusal | undefined {
+    const reason = this.options.tracker.onEvent(streamId, event);
+    if (reason === undefined) return undefined;
+    const detail = `seq_num ${event.seqNum}: too many sections open on this stream`;
+    this.reject(streamId, source, reason, detail);
+    return { reason, detail };
   }
 
   /** A frame or line that never became an event (undecodable pickle, oversize frame, bad JSON). */

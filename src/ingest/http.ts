@@ -2,7 +2,6 @@
 // token and a body size limit; answers how many events were accepted and, per rejected line, why.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express from 'express';
-import { normalize, type NormalizeOptions } from '../events/normalize.js';
 import type { Logger } from '../log.js';
 import {
   KeyedStreams,
@@ -27,9 +26,8 @@ export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
 const MAX_REJECTED_LISTED = 100;
 
 export interface HttpIngestOptions {
+  /** The pipeline: its refusals (normalizer or tracker) are the reasons reported per line. */
   target: IngestTarget;
-  /** Must be the pipeline's own options, so the reasons reported are the ones the pipeline counts. */
-  normalize: NormalizeOptions;
   /** Required as `Authorization: Bearer <token>` when set. */
   token?: string;
   /** Larger bodies (after gzip/deflate decoding) are refused with 413. */
@@ -191,11 +189,9 @@ export function createHttpIngest(options: HttpIngestOptions): HttpIngest {
       } else {
         seenEvent = true;
         const id = streamId();
-        // The pipeline normalizes again and counts; normalizing here only learns the reason to report.
-        const outcome = normalize(item.value, options.normalize);
-        target.ingest(id, HTTP_SOURCE, item.value);
-        if (outcome.ok) accepted += 1;
-        else refuse(position, outcome.reason, outcome.detail);
+        const refusal = target.ingest(id, HTTP_SOURCE, item.value);
+        if (refusal === undefined) accepted += 1;
+        else refuse(position, refusal.reason, refusal.detail);
       }
     }
 

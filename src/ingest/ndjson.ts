@@ -6,8 +6,15 @@ import type { Logger } from '../log.js';
 import type { PyDict, PyValue } from '../reporter/pyvalues.js';
 
 /** Where ingest sources send what they read; `Pipeline` is one. */
+/** Why the pipeline refused an event (normalizer or tracker), as counted in `events_rejected_total`. */
+export interface IngestRefusal {
+  reason: string;
+  detail: string;
+}
+
 export interface IngestTarget {
-  ingest(streamId: string, source: string, raw: unknown): void;
+  /** Counts, normalizes and tracks one event; returns why it was refused, if it was. */
+  ingest(streamId: string, source: string, raw: unknown): IngestRefusal | undefined;
   reject(streamId: string, source: string, reason: string, detail: string): void;
   endStream(streamId: string): void;
 }

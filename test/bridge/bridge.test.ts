@@ -48,7 +48,6 @@ async function httpIngest(
 ): Promise<{ url: string; close(): Promise<void> }> {
   const ingest = createHttpIngest({
     target: core.pipeline,
-    normalize: core.normalize,
     ...(token !== undefined ? { token } : {}),
     maxBodyBytes: 1 << 24,
     idleTimeoutMs: 60_000,

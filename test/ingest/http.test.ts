@@ -1,12 +1,15 @@
 import { gzipSync } from 'node:zlib';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
+import { normalize } from '../../src/events/normalize.js';
 import { resolveZone } from '../../src/events/timezone.js';
 import { listen, type ListeningServer } from '../../src/http/server.js';
 import { createHttpIngest, type HttpIngest, type HttpIngestOptions } from '../../src/ingest/http.js';
 import type { IngestTarget } from '../../src/ingest/ndjson.js';
 import { silentLogger } from '../../src/log.js';
 import { createCore, until } from './inprocess.js';
+
+const NORMALIZE = { zone: resolveZone('UTC'), maxStringLength: 4096 };
 
 interface Call {
   op: 'ingest' | 'reject' | 'end';
@@ -18,7 +21,12 @@ function recorder(): IngestTarget & { calls: Call[] } {
   const calls: Call[] = [];
   return {
     calls,
-    ingest: (stream, _source, raw) => calls.push({ op: 'ingest', stream, detail: raw }),
+    // Refuses what the pipeline's normalizer refuses, as the pipeline does.
+    ingest: (stream, _source, raw) => {
+      calls.push({ op: 'ingest', stream, detail: raw });
+      const outcome = normalize(raw, NORMALIZE);
+      return outcome.ok ? undefined : outcome;
+    },
     reject: (stream, _source, reason) => calls.push({ op: 'reject', stream, detail: reason }),
     endStream: (stream) => calls.push({ op: 'end', stream }),
   };
@@ -38,7 +46,6 @@ async function serve(
 ): Promise<{ url: string; ingest: HttpIngest }> {
   const ingest = createHttpIngest({
     target,
-    normalize: { zone: resolveZone('UTC'), maxStringLength: 4096 },
     maxBodyBytes: 1024 * 1024,
     idleTimeoutMs: 60_000,
     logger: silentLogger(),
@@ -239,6 +246,23 @@ describe('POST /api/v1/events', () => {
     const { json } = await post(url, ndjson(...Array.from({ length: 150 }, () => '{')));
     expect(json?.['rejected_total']).toBe(150);
     expect(json?.['rejected']).toHaveLength(100);
+  });
+
+  it("reports the tracker's refusals too, by line", async () => {
+    const core = createCore({ maxOpenSections: 2 });
+    const { url } = await serve(core.pipeline);
+    const start = (seq: number) => ({
+      event: 'start_section',
+      type: 'TestSection',
+      seq_num: seq,
+      starttime: '2024-05-01T10:00:00Z',
+    });
+    const { json } = await post(url, ndjson(start(1), start(2), start(3)));
+    expect(json).toMatchObject({
+      accepted: 2,
+      rejected: [{ line: 3, reason: 'too_many_open_sections', detail: expect.stringMatching(/seq_num 3/) }],
+    });
+    expect(core.rejected.get('too_many_open_sections')).toBe(1);
   });
 
   it('feeds a job posted over several requests into one trace', async () => {

@@ -41,7 +41,7 @@ export interface Core {
 }
 
 export function createCore(
-  options: { zone?: string; capture?: CaptureWriter; now?: () => number } = {},
+  options: { zone?: string; capture?: CaptureWriter; now?: () => number; maxOpenSections?: number } = {},
 ): Core {
   const logger = silentLogger();
   const registry = new Registry();
@@ -64,7 +64,12 @@ export function createCore(
     ],
     logger,
   );
-  const trackerOptions = { sink, logger, ...(options.now ? { now: options.now } : {}) };
+  const trackerOptions = {
+    sink,
+    logger,
+    ...(options.now ? { now: options.now } : {}),
+    ...(options.maxOpenSections !== undefined ? { maxOpenSections: options.maxOpenSections } : {}),
+  };
   const tracker = options.capture
     ? new CapturingTracker({ ...trackerOptions, capture: options.capture })
     : new SectionTracker(trackerOptions);

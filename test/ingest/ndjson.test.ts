@@ -166,7 +166,7 @@ describe('KeyedStreams', () => {
 
   function recorder(): IngestTarget & { ended: string[] } {
     const ended: string[] = [];
-    return { ended, ingest: () => {}, reject: () => {}, endStream: (id) => ended.push(id) };
+    return { ended, ingest: () => undefined, reject: () => {}, endStream: (id) => ended.push(id) };
   }
 
   it('ends a stream after it has been idle, and not while it has traffic', () => {

@@ -124,7 +124,6 @@ async function viaBridgePlugin(core: Core, dir: string): Promise<JobManifest> {
 async function viaHttpIngest(core: Core): Promise<JobManifest> {
   const ingest = createHttpIngest({
     target: core.pipeline,
-    normalize: core.normalize,
     token: 'equal-token',
     maxBodyBytes: 1 << 24,
     idleTimeoutMs: 0,
