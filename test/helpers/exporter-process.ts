@@ -2,6 +2,7 @@
 // exposes what a user would see: its HTTP address, its JSON log lines, its exit code and timing.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
@@ -25,11 +26,23 @@ export interface ExporterProcess {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; ms: number }>;
 }
 
+/**
+ * Exporters still running when their test file ends: a test that timed out never reached its own stop(),
+ * and its exporter must not outlive the run (it would hold ports and CPU for the next files).
+ */
+const running = new Set<ChildProcess>();
+afterAll(() => {
+  for (const proc of running) proc.kill('SIGKILL');
+  running.clear();
+});
+
 export function runExporter(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ExporterProcess> {
   const proc = spawn(process.execPath, [CLI, ...args], {
     env: { PATH: process.env['PATH'], OTEL_TRACES_EXPORTER: 'none', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   const logs: LogLine[] = [];
   let stdout = '';
   let stderrRest = '';
