@@ -35,7 +35,9 @@ interface Followed {
   path: string;
   activity: SocketActivity | undefined;
   started: boolean;
+  /** Resolves the pending stop when the thread says the subscriber has stopped. */
   stopped?: () => void;
+  stopping?: Promise<void>;
 }
 
 export class DecodeThread {
@@ -61,36 +63,31 @@ export class DecodeThread {
         followed.started = true;
         this.send({ cmd: 'start', key, path });
       },
-      stop: () =>
-        new Promise<void>((resolve) => {
-          if (!followed.started || this.worker === undefined) {
-            this.followed.delete(key);
-            resolve();
-            return;
-          }
-          followed.stopped = resolve;
-          this.send({ cmd: 'stop', key });
-        }),
+      stop: () => this.stop(key, followed),
     };
   }
 
   /** Stops every subscriber (their connections end as `stopped`), then the thread. */
   async close(): Promise<void> {
     this.closing = true;
-    const stops = [...this.followed.entries()]
-      .filter(([, f]) => f.started)
-      .map(
-        ([key, f]) =>
-          new Promise<void>((resolve) => {
-            f.stopped = resolve;
-            this.send({ cmd: 'stop', key });
-          }),
-      );
-    await Promise.all(stops);
+    await Promise.all([...this.followed].map(([key, followed]) => this.stop(key, followed)));
     clearTimeout(this.holdTimer);
     const worker = this.worker;
     this.worker = undefined;
     await worker?.terminate();
+  }
+
+  /** Stops one subscriber once; without a running thread there is nothing to stop. */
+  private stop(key: number, followed: Followed): Promise<void> {
+    if (!followed.started || this.worker === undefined) {
+      this.followed.delete(key);
+      return Promise.resolve();
+    }
+    followed.stopping ??= new Promise<void>((resolve) => {
+      followed.stopped = resolve;
+      this.send({ cmd: 'stop', key });
+    });
+    return followed.stopping;
   }
 
   private send(command: DecodeWorkerCommand): void {
