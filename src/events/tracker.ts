@@ -101,6 +101,11 @@ const UNSET_JOB: JobInfo = { jobId: '', runId: '', traceId: '' };
 
 /** Above this a seq_num goes to the sparse map: a corrupt huge seq_num must not allocate a huge array. */
 const MAX_DENSE_SEQ_NUM = 1 << 22;
+/**
+ * Ended runs a stream remembers (JobState.endedRuns). One stream carries one job in pyATS; more runs come
+ * only from replayed or corrupt input, and a run replayed after this many others is taken as a new one.
+ */
+const MAX_ENDED_RUNS = 4;
 
 /**
  * The finished seq_nums of one job with their parent_seq_num (NO_PARENT for none). pyATS numbers sections
@@ -178,10 +183,11 @@ class JobState {
   readonly heldByParent = new Map<number, number[]>();
   warnedHeldOverflow = false;
   /**
-   * The finished job this one followed on the same stream, kept until this one's suite start time shows
-   * whether it is a new run or the same run replayed (then this one is dropped and that one restored).
+   * The runs that ended earlier on this stream, newest first (at most MAX_ENDED_RUNS; only the stream's
+   * current job holds them). A job whose suite turns out to be one of them (same seq_num, id and start time)
+   * is that run replayed: it is dropped and the ended run restored, so no span of it is emitted twice.
    */
-  previous?: JobState;
+  endedRuns: JobState[] = [];
 
   constructor(readonly streamId: string) {}
 }
@@ -249,7 +255,7 @@ export class SectionTracker {
     if (event.seqNum === job.suiteSeq) {
       job.suiteId ??= event.id ?? event.name;
       if (event.startTime !== undefined) job.suiteStart ??= event.startTime;
-      if (job.previous !== undefined && job.suiteStart !== undefined && this.restoreIfReplay(job)) {
+      if (job.endedRuns.length > 0 && job.suiteStart !== undefined && this.restoreIfReplay(job)) {
         return undefined;
       }
     }
@@ -290,32 +296,38 @@ export class SectionTracker {
     } else if (sameSeq && (event.phase === 'stop' || (sameStart && sameId))) {
       return job;
     }
-    const finished = job.ended;
     this.endJob(job);
     const next = new JobState(job.streamId);
-    if (finished && job.info !== undefined) next.previous = job;
+    next.endedRuns = job.endedRuns;
+    job.endedRuns = [];
+    if (job.info !== undefined) {
+      next.endedRuns.unshift(job);
+      if (next.endedRuns.length > MAX_ENDED_RUNS) next.endedRuns.pop();
+    }
     this.streams.set(job.streamId, next);
     return next;
   }
 
   /**
-   * A new job whose suite turns out to have the previous job's seq_num, id and start time is that job
-   * replayed: nothing of it was emitted yet (it waited for its identity), so drop it and keep the old one.
+   * A new job whose suite turns out to have an ended run's seq_num, id and start time is that run replayed:
+   * nothing of it was emitted yet (it waited for its identity), so drop it and restore the ended run.
    */
   private restoreIfReplay(job: JobState): boolean {
-    const previous = job.previous;
-    job.previous = undefined;
-    if (
-      previous === undefined ||
-      job.info !== undefined ||
-      previous.suiteSeq !== job.suiteSeq ||
-      previous.suiteStart !== job.suiteStart ||
-      (job.suiteId !== undefined && previous.suiteId !== job.suiteId)
-    ) {
-      return false;
-    }
-    this.logger.debug({ stream: job.streamId, job: previous.suiteId }, 'replayed job ignored');
-    this.streams.set(job.streamId, previous);
+    if (job.info !== undefined) return false;
+    const runs = job.endedRuns;
+    const at = runs.findIndex(
+      (run) =>
+        run.suiteSeq === job.suiteSeq &&
+        run.suiteStart === job.suiteStart &&
+        (job.suiteId === undefined || run.suiteId === job.suiteId),
+    );
+    const run = runs[at];
+    if (run === undefined) return false;
+    runs.splice(at, 1);
+    job.endedRuns = [];
+    run.endedRuns = runs;
+    this.logger.debug({ stream: job.streamId, job: run.suiteId }, 'replayed job ignored');
+    this.streams.set(job.streamId, run);
     return true;
   }
 
@@ -508,12 +520,11 @@ export class SectionTracker {
   }
 
   private endJob(job: JobState): void {
-    const previous = job.previous;
-    job.previous = undefined;
-    if (previous !== undefined && isBareRepeat(job, previous)) {
+    const repeated = job.endedRuns.find((run) => isBareRepeat(job, run));
+    if (repeated !== undefined) {
       this.logger.debug(
-        { stream: job.streamId, job: previous.suiteId },
-        'repeated init of a finished job ignored',
+        { stream: job.streamId, job: repeated.suiteId },
+        'repeated init of an ended job ignored',
       );
       return;
     }
@@ -623,13 +634,12 @@ export class SectionTracker {
         job.earliestTime !== undefined ? new Date(job.earliestTime).toISOString() : job.streamId;
       const runId = runIdFor(jobId, job.suiteStart, fallback);
       job.info = { jobId, runId, traceId: traceIdFor(runId) };
-      job.previous = undefined;
     }
     return job.info;
   }
 }
 
-/** Nothing but an init_ of the previous job's own suite (same seq_num and id) was seen: a repeat, not a run. */
+/** Nothing but an init_ of an ended job's own suite (same seq_num and id) was seen: a repeat, not a run. */
 function isBareRepeat(job: JobState, previous: JobState): boolean {
   const suite = job.suiteSeq === undefined ? undefined : job.sections.get(job.suiteSeq);
   return (

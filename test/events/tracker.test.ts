@@ -639,6 +639,31 @@ describe('SectionTracker faults', () => {
     expect(sink.started.map((s) => s.job.runId)).toEqual([runIdOf('job1', T0), runIdOf('job1', T0 + 500)]);
   });
 
+  it('never emits a span or a job twice when runs come back after other runs on the same stream', () => {
+    const { sink, send, tracker } = setup(T0 + 1000);
+    const suite = (start: number) =>
+      send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: start });
+    // Run A is cut by run B, B by a finished run C, then A, B and C come back (as a corrupt or replayed
+    // stream does): the first A, B and C were ended, so their returns are replays.
+    suite(T0);
+    send('s', { phase: 'start', type: 'Testcase', seqNum: 2, parentSeqNum: 1, id: 'tc', startTime: T0 + 1 });
+    suite(T0 + 100);
+    runJob(send, 's', T0 + 200);
+    for (const start of [T0, T0 + 100, T0 + 200, T0]) {
+      suite(start);
+      send('s', stopOf(2, 1, 'Testcase', start + 50));
+    }
+    tracker.endStream('s');
+    const spans = sink.finished.map((s) => `${s.job.runId}/${s.spanId}`);
+    expect(new Set(spans).size).toBe(spans.length);
+    expect(sink.jobs.map((j) => j.job.runId)).toEqual([
+      runIdOf('job1', T0),
+      runIdOf('job1', T0 + 100),
+      runIdOf('job1', T0 + 200),
+    ]);
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
   it('releases everything of every stream on endAll', () => {
     const { send, tracker } = setup();
     for (const stream of ['a', 'b', 'c']) {
