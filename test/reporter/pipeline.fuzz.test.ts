@@ -77,6 +77,8 @@ class CheckingSink implements SectionSink {
   private readonly open = new Map<string, number>();
   /** `${traceId}/${spanId}` → the parent's key, for the sections of the current stream. */
   private readonly links = new Map<string, string | undefined>();
+  /** Run ids summarized in the current stream. */
+  private readonly jobs = new Set<string>();
 
   sectionStarted(section: StartedSection): void {
     if (!HEX32.test(section.job.traceId)) this.problems.push(`start with trace id "${section.job.traceId}"`);
@@ -116,10 +118,19 @@ class CheckingSink implements SectionSink {
 
   jobFinished(summary: JobSummary): void {
     if (!HEX32.test(summary.job.traceId)) this.problems.push('job summary with a bad trace id');
+    if (this.jobs.has(summary.job.runId)) this.problems.push(`a second summary of ${summary.job.runId}`);
+    this.jobs.add(summary.job.runId);
   }
 
-  /** Checks the spans of the stream that just ended for parent loops, then forgets them. */
-  endOfStream(): void {
+  /** Forgets what an earlier stream left (a failing run, while fast-check shrinks, stops before its end). */
+  beginStream(): void {
+    this.problems.length = 0;
+    this.links.clear();
+    this.jobs.clear();
+  }
+
+  /** Checks the spans of the stream that just ended for parent loops; returns the stream's problems. */
+  endOfStream(): string[] {
     for (const start of this.links.keys()) {
       const seen = new Set<string>();
       for (let key: string | undefined = start; key !== undefined; key = this.links.get(key)) {
@@ -131,6 +142,10 @@ class CheckingSink implements SectionSink {
       }
     }
     this.links.clear();
+    this.jobs.clear();
+    const found = this.problems.slice(0, 5);
+    this.problems.length = 0;
+    return found;
   }
 
   /** Starts never matched by a finish. */
@@ -304,6 +319,7 @@ describe('source path fuzzing', () => {
     fc.assert(
       fc.property(streamPlan, (plan) => {
         const streamId = `s${stream++}`;
+        sink.beginStream();
         const reader = new FrameReader({ header: 'auto', maxFrameBytes: MAX_FRAME_BYTES });
         const consume = (frames: Uint8Array[]): void => {
           for (const frame of frames) {
@@ -330,7 +346,8 @@ describe('source path fuzzing', () => {
           }
         }
         tracker.endStream(streamId);
-        sink.endOfStream();
+        // Checked per stream, so a failure names the seed and shrinks to the frames that cause it.
+        expect(sink.endOfStream()).toEqual([]);
         expect(tracker.stats()).toEqual({
           streams: 0,
           openSections: 0,
@@ -341,7 +358,6 @@ describe('source path fuzzing', () => {
       }),
       { numRuns: 1500 },
     );
-    expect(sink.problems.slice(0, 5)).toEqual([]);
     expect(sink.unbalanced()).toBe(0);
     expect(errors).toEqual([]);
     expect(sink.finished).toBeGreaterThan(1000);
@@ -427,6 +443,7 @@ describe('source path fuzzing', () => {
       try {
         await fc.assert(
           fc.asyncProperty(streamPlan, async (plan) => {
+            sink.beginStream();
             const disconnected = new Promise<void>((resolve) => (ended = resolve));
             const served = new Promise<void>((resolve) => {
               cases.push({ chunks: chunked(streamBytes(plan), plan.chunks), served: resolve });
@@ -435,7 +452,7 @@ describe('source path fuzzing', () => {
             });
             await served;
             await disconnected;
-            sink.endOfStream();
+            expect(sink.endOfStream()).toEqual([]);
             expect(tracker.stats()).toEqual({
               streams: 0,
               openSections: 0,
@@ -450,7 +467,6 @@ describe('source path fuzzing', () => {
         await subscriber.stop();
       }
       expect(errors).toEqual([]);
-      expect(sink.problems.slice(0, 5)).toEqual([]);
       expect(sink.unbalanced()).toBe(0);
       expect(counts.received).toBeGreaterThan(1000);
       expect(counts.rejected).toBeGreaterThan(0);
