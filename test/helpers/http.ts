@@ -5,7 +5,9 @@ export interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
   rawHeaders: string[];
+  /** The body as UTF-8 text; `bytes` as received (still compressed, if it was). */
   body: string;
+  bytes: Buffer;
 }
 
 export interface RequestOptions {
@@ -26,12 +28,13 @@ export function request(port: number, path: string, options: RequestOptions = {}
         agent: options.agent ?? false,
       },
       (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body }),
-        );
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const bytes = Buffer.concat(chunks);
+          const { statusCode, headers, rawHeaders } = res;
+          resolve({ status: statusCode ?? 0, headers, rawHeaders, body: bytes.toString('utf8'), bytes });
+        });
         res.on('error', reject);
       },
     );

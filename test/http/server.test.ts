@@ -2,6 +2,7 @@
 // HEAD, and a close() that does not wait for keep-alive or stuck connections.
 import http from 'node:http';
 import { Writable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { Gauge, Registry, type RegistryContentType } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -103,7 +104,8 @@ describe('HTTP server', () => {
     const reply = await request(server.address.port, '/metrics');
     expect(reply.status).toBe(200);
     expect(reply.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
-    expect(reply.headers.vary).toBe('Accept');
+    expect(reply.headers.vary).toBe('Accept, Accept-Encoding');
+    expect(reply.headers['content-encoding']).toBeUndefined();
     expect(reply.body).toContain('# TYPE pyats_section_results_total counter\n');
     expect(reply.body).toContain(
       'pyats_section_results_total{job="nightly",task="task-1",type="Testcase",result="failed"} 1\n',
@@ -250,6 +252,49 @@ describe('HTTP server', () => {
     const post = await request(port, '/metrics', { method: 'POST' });
     expect(post.status).toBe(405);
     expect(post.headers.allow).toBe('GET, HEAD');
+  });
+
+  it('gzips /metrics for a scraper that accepts it, as Prometheus does, in both formats', async () => {
+    const server = await start(populatedRegistry());
+    const port = server.address.port;
+    for (const accept of ['text/plain', PROMETHEUS_242_ACCEPT]) {
+      const plain = await request(port, '/metrics', { headers: { accept } });
+      expect(plain.bytes.length).toBeGreaterThan(1024);
+      for (const acceptEncoding of ['gzip', 'gzip, deflate, br, zstd', '*', 'br;q=1, gzip;q=0.5']) {
+        const reply = await request(port, '/metrics', {
+          headers: { accept, 'accept-encoding': acceptEncoding },
+        });
+        expect(reply.headers['content-encoding']).toBe('gzip');
+        expect(reply.headers['content-type']).toBe(plain.headers['content-type']);
+        expect(reply.headers['content-length']).toBe(String(reply.bytes.length));
+        expect(reply.headers.vary).toBe('Accept, Accept-Encoding');
+        expect(reply.bytes.length).toBeLessThan(plain.bytes.length / 3);
+        expect(gunzipSync(reply.bytes).toString('utf8')).toBe(plain.body);
+      }
+    }
+  });
+
+  it('sends /metrics uncompressed when gzip is not accepted, the body is small, or for HEAD', async () => {
+    const server = await start(populatedRegistry());
+    const port = server.address.port;
+    const plain = await request(port, '/metrics');
+    for (const acceptEncoding of ['identity', 'br', 'deflate', 'gzip;q=0, identity']) {
+      const reply = await request(port, '/metrics', { headers: { 'accept-encoding': acceptEncoding } });
+      expect(reply.headers['content-encoding']).toBeUndefined();
+      expect(reply.body).toBe(plain.body);
+    }
+    const head = await request(port, '/metrics', { method: 'HEAD', headers: { 'accept-encoding': 'gzip' } });
+    expect(head.headers['content-encoding']).toBeUndefined();
+    expect(head.headers['content-length']).toBe(String(plain.bytes.length));
+
+    const small = new Registry();
+    new Gauge({ name: 'one_gauge', help: 'A single series.', registers: [small] }).set(1);
+    const smallServer = await start(small);
+    const reply = await request(smallServer.address.port, '/metrics', {
+      headers: { 'accept-encoding': 'gzip' },
+    });
+    expect(reply.headers['content-encoding']).toBeUndefined();
+    expect(reply.body).toBe('# HELP one_gauge A single series.\n# TYPE one_gauge gauge\none_gauge 1\n');
   });
 
   it('answers HEAD like GET without a body', async () => {
