@@ -103,9 +103,15 @@ const UNSET_JOB: JobInfo = { jobId: '', runId: '', traceId: '' };
 const MAX_DENSE_SEQ_NUM = 1 << 22;
 /**
  * Ended runs a stream remembers (JobState.endedRuns). One stream carries one job in pyATS; more runs come
- * only from replayed or corrupt input, and a run replayed after this many others is taken as a new one.
+ * only from replayed or corrupt input (or a keyed HTTP ingest stream reused job after job), and a run
+ * replayed after this many others is taken as a new one.
  */
 const MAX_ENDED_RUNS = 4;
+/**
+ * Runs older than the newest are remembered only while all of them together hold at most this many finished
+ * seq_nums (8 bytes each, or more), so a stream of huge jobs keeps about what one of them needs.
+ */
+const ENDED_RUNS_SEQ_BUDGET = 250_000;
 
 /**
  * The finished seq_nums of one job with their parent_seq_num (NO_PARENT for none). pyATS numbers sections
@@ -300,10 +306,7 @@ export class SectionTracker {
     const next = new JobState(job.streamId);
     next.endedRuns = job.endedRuns;
     job.endedRuns = [];
-    if (job.info !== undefined) {
-      next.endedRuns.unshift(job);
-      if (next.endedRuns.length > MAX_ENDED_RUNS) next.endedRuns.pop();
-    }
+    if (job.info !== undefined) next.endedRuns = rememberedRuns(job, next.endedRuns);
     this.streams.set(job.streamId, next);
     return next;
   }
@@ -637,6 +640,18 @@ export class SectionTracker {
     }
     return job.info;
   }
+}
+
+/** `latest` and as many of the runs before it (newest first) as MAX_ENDED_RUNS and the budget allow. */
+function rememberedRuns(latest: JobState, earlier: JobState[]): JobState[] {
+  const runs = [latest];
+  let seqNums = latest.finished.size;
+  for (const run of earlier) {
+    seqNums += run.finished.size;
+    if (runs.length === MAX_ENDED_RUNS || seqNums > ENDED_RUNS_SEQ_BUDGET) break;
+    runs.push(run);
+  }
+  return runs;
 }
 
 /** Nothing but an init_ of an ended job's own suite (same seq_num and id) was seen: a repeat, not a run. */

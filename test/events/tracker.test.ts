@@ -664,6 +664,26 @@ describe('SectionTracker faults', () => {
     expect(tracker.stats()).toEqual(EMPTY_STATS);
   });
 
+  it('remembers only the newest ended run when the runs before it are huge', () => {
+    const { sink, send, tracker } = setup(T0 + 1000);
+    const run = (start: number, sections: number) => {
+      send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job1', startTime: start });
+      for (let seq = 2; seq < sections + 2; seq++) send('s', stopOf(seq, 1, 'Testcase', start + 1));
+    };
+    // 150,000 finished seq_nums each: A and B together pass the budget, so once C starts only B is kept.
+    run(T0, 150_000);
+    run(T0 + 100, 150_000);
+    run(T0 + 200, 1);
+    const spansOf = (start: number) =>
+      sink.finished.filter((s) => s.seqNum === 2 && s.job.runId === runIdOf('job1', start)).length;
+    run(T0 + 100, 1);
+    expect(spansOf(T0 + 100)).toBe(1);
+    run(T0, 1);
+    expect(spansOf(T0)).toBe(2);
+    tracker.endStream('s');
+    expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+
   it('releases everything of every stream on endAll', () => {
     const { send, tracker } = setup();
     for (const stream of ['a', 'b', 'c']) {
