@@ -18,7 +18,7 @@ const { values: opts, positionals } = parseArgs({
 if (opts.dist) process.env.BENCH_DIST = opts.dist;
 const { distModule } = await import('./lib/dist.mjs');
 const { FrameReader } = await distModule('reporter/framing.js');
-const { unpickle } = await distModule('reporter/unpickle.js');
+const { unpickle } = await distModule('python/unpickle.js');
 const { normalize } = await distModule('events/normalize.js');
 const { resolveZone } = await distModule('events/timezone.js');
 

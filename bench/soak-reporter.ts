@@ -3,8 +3,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { simulatedJob } from '../src/demo/job.js';
 import { encodeFrame, type HeaderFormat } from '../src/reporter/framing.js';
-import { pickle } from '../src/reporter/pickle-writer.js';
-import type { PyDict } from '../src/reporter/pyvalues.js';
+import { pickle } from '../src/python/pickle-writer.js';
+import type { PyDict } from '../src/python/pyvalues.js';
 
 /** Sections of a simulated job besides its testcases' (suite, task, plugins, common setup/cleanup...). */
 const FIXED_SECTIONS = 18;

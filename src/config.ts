@@ -6,14 +6,19 @@ import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
-import { resolveZone, localZoneName } from './events/timezone.js';
+import { resolveZone, localZoneName } from './events/index.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
-import { loadWebConfig, type WebConfig } from './http/web-config.js';
-import { parseHeaderFormat, type HeaderFormat } from './reporter/framing.js';
-import type { PyValue } from './reporter/pyvalues.js';
+import { loadWebConfig, type WebConfig } from './http/index.js';
+import { parseHeaderFormat, type HeaderFormat } from './reporter/index.js';
+import type { PyValue } from './python/index.js';
 import { hostname } from 'node:os';
-import { GUARDED_LABELS, type GuardedLabel, type LabelLimits } from './telemetry/cardinality.js';
-import { tracingOptionsFromEnv, type TracingOptions } from './telemetry/tracing.js';
+import {
+  GUARDED_LABELS,
+  type GuardedLabel,
+  type LabelLimits,
+  tracingOptionsFromEnv,
+  type TracingOptions,
+} from './telemetry/index.js';
 
 export const COMMANDS = ['run', 'demo', 'replay'] as const;
 export type Command = (typeof COMMANDS)[number];

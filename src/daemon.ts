@@ -2,32 +2,32 @@
 // HTTP server. Owns the lifecycle: start() and an orderly stop() (abandon open sections, flush spans).
 // buildTelemetry is shared with the replay command.
 import { Registry } from 'prom-client';
-import { SinkFanout } from './events/fanout.js';
-import { resolveZone } from './events/timezone.js';
-import { SectionTracker } from './events/tracker.js';
-import type { SectionSink } from './events/types.js';
+import { SinkFanout, resolveZone, SectionTracker, type SectionSink } from './events/index.js';
 import type { ExporterConfig, ListenAddress } from './config.js';
-import { createApp, listen } from './http/server.js';
+import { createApp, listen } from './http/index.js';
 import type { Logger } from './log.js';
-import { CaptureWriter, CapturingTracker } from './ingest/capture.js';
-import { createHttpIngest } from './ingest/http.js';
-import { IngestSocketServer } from './ingest/socket.js';
+import { CaptureWriter, CapturingTracker, createHttpIngest, IngestSocketServer } from './ingest/index.js';
 import { Pipeline } from './pipeline.js';
-import { pickle } from './reporter/pickle-writer.js';
-import { DecodeThread } from './reporter/decode-thread.js';
-import { SocketDiscovery, type DiscoveredSubscriber, type SocketActivity } from './reporter/discovery.js';
+import { pickle, unpickle } from './python/index.js';
 import {
+  DecodeThread,
+  SocketDiscovery,
+  type DiscoveredSubscriber,
+  type SocketActivity,
   ReporterSubscriber,
   type ConnectionInfo,
   type DisconnectReason,
   type ReporterSocketOptions,
-} from './reporter/subscriber.js';
-import { unpickle } from './reporter/unpickle.js';
-import { ExporterHealth, registerProcessMetrics } from './telemetry/health.js';
-import { MetricsSink } from './telemetry/metrics.js';
-import { PushgatewayPublisher } from './telemetry/pushgateway.js';
-import { SpanSink } from './telemetry/spans.js';
-import { baseResource, createSpanPipeline } from './telemetry/tracing.js';
+} from './reporter/index.js';
+import {
+  ExporterHealth,
+  registerProcessMetrics,
+  MetricsSink,
+  PushgatewayPublisher,
+  SpanSink,
+  baseResource,
+  createSpanPipeline,
+} from './telemetry/index.js';
 import { VERSION } from './version.js';
 
 export interface RunningDaemon {

@@ -3,11 +3,9 @@
 export { parseConfig, type ExporterConfig } from './config.js';
 export { startDaemon, type RunningDaemon } from './daemon.js';
 export { ConfigError } from './errors.js';
-export { normalize, type NormalizeOptions } from './events/normalize.js';
-export { SectionTracker } from './events/tracker.js';
+export { normalize, SectionTracker, type NormalizeOptions } from './events/index.js';
 export type * from './events/types.js';
 export { Pipeline } from './pipeline.js';
-export { unpickle, UnpickleError } from './reporter/unpickle.js';
-export { FrameReader, detectHeader, encodeFrame, type HeaderFormat } from './reporter/framing.js';
-export { pickle } from './reporter/pickle-writer.js';
+export { pickle, unpickle, UnpickleError } from './python/index.js';
+export { FrameReader, detectHeader, encodeFrame, type HeaderFormat } from './reporter/index.js';
 export { VERSION } from './version.js';

@@ -1,9 +1,7 @@
 // The core of the data flow: a raw event from any source is counted, normalized (or rejected with a
 // reason), and handed to the tracker. Sources call `ingest` and `endStream`; they never see telemetry.
-import { normalize, type NormalizeOptions } from './events/normalize.js';
-import type { SectionEvent } from './events/types.js';
-import type { IngestRefusal } from './ingest/ndjson.js';
-import type { SectionTracker } from './events/tracker.js';
+import { normalize, type NormalizeOptions, type SectionEvent, type SectionTracker } from './events/index.js';
+import type { IngestRefusal } from './ingest/index.js';
 import type { Logger } from './log.js';
 
 export interface IngestHealth {

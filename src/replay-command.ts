@@ -3,10 +3,9 @@
 // served on /metrics until SIGTERM (--hold).
 import type { ExporterConfig } from './config.js';
 import { buildTelemetry, trackerLimits } from './daemon.js';
-import { resolveZone } from './events/timezone.js';
-import { SectionTracker } from './events/tracker.js';
-import { createApp, listen } from './http/server.js';
-import { ReplayClock, createProgressReporter, replayFiles } from './ingest/replay.js';
+import { resolveZone, SectionTracker } from './events/index.js';
+import { createApp, listen } from './http/index.js';
+import { ReplayClock, createProgressReporter, replayFiles } from './ingest/index.js';
 import type { Logger } from './log.js';
 import { Pipeline } from './pipeline.js';
 

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { distModule } from './dist.mjs';
 
 const { FrameReader } = await distModule('reporter/framing.js');
-const { unpickle } = await distModule('reporter/unpickle.js');
+const { unpickle } = await distModule('python/unpickle.js');
 
 const [path, expectedText] = process.argv.slice(2);
 const expected = Number(expectedText);

@@ -1,8 +1,7 @@
 // A simulated pyATS job for `pyats-exporter demo`: the event dicts a Reporter Server would send, as Python value
 // stand-ins ready to pickle. Pure and deterministic for its options.
-import { worstResult } from '../events/results.js';
-import type { ResultValue } from '../events/types.js';
-import { PyDateTime, PyObject, PyTimezone, type PyDict, type PyValue } from '../reporter/pyvalues.js';
+import { worstResult, type ResultValue } from '../events/index.js';
+import { PyDateTime, PyObject, PyTimezone, type PyDict, type PyValue } from '../python/index.js';
 
 export interface SimulatedJobOptions {
   /** Shapes the job (testcases, steps, durations, where each result lands). Default 1. */

@@ -3,9 +3,8 @@
 import { lstat, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
-import { encodeFrame, type HeaderFormat } from '../reporter/framing.js';
-import { pickle } from '../reporter/pickle-writer.js';
-import type { PyDict } from '../reporter/pyvalues.js';
+import { encodeFrame, type HeaderFormat } from '../reporter/index.js';
+import { pickle, type PyDict } from '../python/index.js';
 import { retimeJob } from './job.js';
 
 export interface DemoReporterOptions {

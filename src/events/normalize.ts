@@ -10,7 +10,7 @@ import {
   isPyDict,
   type PyDict,
   type PyValue,
-} from '../reporter/pyvalues.js';
+} from '../python/index.js';
 import { resolveZone, type Zone } from './timezone.js';
 import {
   RESULT_VALUES,

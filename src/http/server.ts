@@ -8,7 +8,7 @@ import { constants as zlibConstants, gzipSync } from 'node:zlib';
 import express from 'express';
 import { Registry, type Metric, type RegistryContentType } from 'prom-client';
 import type { Logger } from '../log.js';
-import { isSelfRendering } from '../telemetry/series.js';
+import { isSelfRendering } from '../telemetry/index.js';
 import { Authenticator, requireAuth, type AuthOptions } from './auth.js';
 import { clientCertificateProblem, httpsServerOptions, type TlsSettings } from './web-config.js';
 

@@ -16,10 +16,14 @@
 // of the file end every stream. Running the tracker with now() = the line's `at` also reproduces the times
 // of sections abandoned when a stream ended. Unknown `kind`s are skipped; a `v` above 1 is an error.
 import { open, type FileHandle } from 'node:fs/promises';
-import { SectionTracker, type TrackerOptions, type TrackerRejectReason } from '../events/tracker.js';
-import type { SectionEvent } from '../events/types.js';
+import {
+  SectionTracker,
+  type TrackerOptions,
+  type TrackerRejectReason,
+  type SectionEvent,
+} from '../events/index.js';
 import type { Logger } from '../log.js';
-import { isPyDict, type PyDict } from '../reporter/pyvalues.js';
+import { isPyDict, type PyDict } from '../python/index.js';
 import { parseJson } from './ndjson.js';
 
 export const CAPTURE_FORMAT_VERSION = 1;

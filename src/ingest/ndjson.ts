@@ -3,7 +3,7 @@
 // keyed streams that lets one job's events arrive over many requests or reconnections.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
-import type { PyDict, PyValue } from '../reporter/pyvalues.js';
+import type { PyDict, PyValue } from '../python/index.js';
 
 /** Where ingest sources send what they read; `Pipeline` is one. */
 /** Why the pipeline refused an event (normalizer or tracker), as counted in `events_rejected_total`. */

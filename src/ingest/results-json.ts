@@ -16,10 +16,7 @@
 // visible plugins replays with shifted span ids. Processors (`processors.pre/post`) are not sections and are
 // skipped. Also accepted: the TestSuite at top level without the `report` wrapper, results as plain strings,
 // times as ISO strings with offsets or epoch numbers (whatever the normalizer takes).
-import { toEpochMs } from '../events/normalize.js';
-import { worstResult } from '../events/results.js';
-import { resolveZone } from '../events/timezone.js';
-import { RESULT_VALUES, type ResultValue } from '../events/types.js';
+import { toEpochMs, worstResult, resolveZone, RESULT_VALUES, type ResultValue } from '../events/index.js';
 
 /** A raw event dict, shaped like the live reporter's (DESIGN §1), for Pipeline.ingest. */
 export type RawEvent = Record<string, unknown>;

@@ -2,7 +2,7 @@
 // reporter sockets to follow, and replays what it sends — connections, normalized events, rejections — to
 // handlers in order. Reading is held while the sinks are behind or the main thread has not caught up.
 import { Worker } from 'node:worker_threads';
-import type { SectionEvent } from '../events/types.js';
+import type { SectionEvent } from '../events/index.js';
 import type { Logger } from '../log.js';
 import type { DecodeWorkerCommand, DecodeWorkerData, DecodeWorkerMessage } from './decode-worker.js';
 import type { DiscoveredSubscriber, SocketActivity } from './discovery.js';

@@ -2,12 +2,11 @@
 // main thread, and sends what they produce through thread-channel.ts. The main thread keeps the tracker and
 // every sink; see decode-thread.ts for its side.
 import { parentPort, workerData } from 'node:worker_threads';
-import { normalize } from '../events/normalize.js';
-import { resolveZone } from '../events/timezone.js';
+import { normalize, resolveZone } from '../events/index.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { ReporterSubscriber, type ReporterSocketOptions } from './subscriber.js';
 import { SourceBatchWriter } from './thread-channel.js';
-import { unpickle } from './unpickle.js';
+import { unpickle } from '../python/index.js';
 
 /** What the main thread passes as `workerData`. */
 export interface DecodeWorkerData extends ReporterSocketOptions {

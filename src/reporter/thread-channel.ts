@@ -4,7 +4,7 @@
 // Why not postMessage the events themselves: structured clone costs ~2 µs per event-sized object, as much as
 // decoding it. Here an event is 18 doubles, and each distinct string (section types, ids, names, log files,
 // which repeat heavily) crosses once; the main thread rebuilds the event from a string table.
-import { RESULT_VALUES, type SectionEvent, type EventPhase } from '../events/types.js';
+import { RESULT_VALUES, type SectionEvent, type EventPhase } from '../events/index.js';
 
 /** Ops that are rare and small enough to go as plain structured-clone objects, in their place in the batch. */
 export type ControlOp =

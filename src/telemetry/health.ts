@@ -1,7 +1,7 @@
 // The exporter's own health metrics (events in and rejected, reporter connections, spans out) and the
 // opt-in Node.js process metrics. Sources and the span sink call these methods; they never throw.
 import { collectDefaultMetrics, Counter, Gauge, type Registry } from 'prom-client';
-import { REJECT_REASONS } from '../events/types.js';
+import { REJECT_REASONS } from '../events/index.js';
 
 /** Why spans were lost; each is pre-created at 0 so `rate()` alerts work from the first scrape. */
 export const SPAN_DROP_REASONS = ['export_failed', 'queue_full', 'shutdown'] as const;

@@ -18,7 +18,7 @@ import {
   type ResultValue,
   type SectionSink,
   type StartedSection,
-} from '../events/types.js';
+} from '../events/index.js';
 
 /** Fits pyATS sections from a 10 ms step to a multi-hour testcase. */
 export const DEFAULT_SECTION_DURATION_BUCKETS: readonly number[] = [

@@ -6,7 +6,7 @@ import https from 'node:https';
 import os from 'node:os';
 import { Counter, Registry } from 'prom-client';
 import { ConfigError } from '../errors.js';
-import type { FinishedSection, JobSummary, SectionSink, StartedSection } from '../events/types.js';
+import type { FinishedSection, JobSummary, SectionSink, StartedSection } from '../events/index.js';
 import type { Logger } from '../log.js';
 import { validateLabelLimits, type LabelLimits } from './cardinality.js';
 import { MetricsSink, validateDurationBuckets } from './metrics.js';

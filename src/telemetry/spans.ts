@@ -14,7 +14,7 @@ import type { InstrumentationScope } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { ATTR_CODE_FILE_PATH, ATTR_CODE_LINE_NUMBER } from '@opentelemetry/semantic-conventions';
-import type { FinishedSection, JobInfo, JobSummary, SectionSink, StartedSection } from '../events/types.js';
+import type { FinishedSection, JobInfo, JobSummary, SectionSink, StartedSection } from '../events/index.js';
 import { WRITE_ATTRIBUTES, type AttributeSink, type DirectAttributes } from './otlp-encoder.js';
 
 // test.* is still "development" in semconv 1.45 and only exported from the `incubating` entry, which

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { retimeJob, simulatedJob, startDemoReporter, type DemoReporter } from '../../src/demo/index.js';
 import { RESULT_VALUES, type ResultValue } from '../../src/events/types.js';
 import { silentLogger } from '../../src/log.js';
-import { PyDateTime, PyObject, type PyDict } from '../../src/reporter/pyvalues.js';
+import { PyDateTime, PyObject, type PyDict } from '../../src/python/pyvalues.js';
 import { collect, decodeWithPython, splitFrames } from '../helpers/standin.js';
 
 // pyATS roll-up order, lowest first (results/rollup.html).

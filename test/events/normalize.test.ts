@@ -8,7 +8,7 @@ import {
   PyTimedelta,
   PyTimezone,
   type PyDict,
-} from '../../src/reporter/pyvalues.js';
+} from '../../src/python/pyvalues.js';
 
 const utc: NormalizeOptions = { zone: resolveZone('UTC'), maxStringLength: 64 };
 

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { parseHeaderFormat } from '../../src/reporter/framing.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
-import { unpickle } from '../../src/reporter/unpickle.js';
+import { unpickle } from '../../src/python/unpickle.js';
 import { TempDirs, until } from './support.js';
 
 const dirs = new TempDirs();

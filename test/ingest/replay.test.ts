@@ -24,7 +24,7 @@ import { silentLogger } from '../../src/log.js';
 import { Pipeline } from '../../src/pipeline.js';
 import { parseHeaderFormat } from '../../src/reporter/framing.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
-import { unpickle } from '../../src/reporter/unpickle.js';
+import { unpickle } from '../../src/python/unpickle.js';
 import { ExporterHealth } from '../../src/telemetry/health.js';
 import { MetricsSink } from '../../src/telemetry/metrics.js';
 import { parseMetrics, runCli, runExporter, sumOf, type Sample } from '../helpers/exporter-process.js';

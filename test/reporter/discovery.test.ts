@@ -15,7 +15,7 @@ import { Pipeline } from '../../src/pipeline.js';
 import { SocketDiscovery, type SocketDiscoveryOptions } from '../../src/reporter/discovery.js';
 import { parseHeaderFormat } from '../../src/reporter/framing.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
-import { unpickle } from '../../src/reporter/unpickle.js';
+import { unpickle } from '../../src/python/unpickle.js';
 import { ExporterHealth } from '../../src/telemetry/health.js';
 import { parseMetrics, runExporter, sumOf } from '../helpers/exporter-process.js';
 import { startStandin, type JobManifest, type Standin } from '../helpers/standin.js';

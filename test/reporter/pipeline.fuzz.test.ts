@@ -30,7 +30,7 @@ import {
   type HeaderFormat,
 } from '../../src/reporter/framing.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
-import { unpickle, UnpickleError } from '../../src/reporter/unpickle.js';
+import { unpickle, UnpickleError } from '../../src/python/unpickle.js';
 import { collect, splitFrames, startStandin, type StandinOptions } from '../helpers/standin.js';
 
 const MAX_STRING = 48;

@@ -2,9 +2,9 @@
 // the exporter's subscribe request is written: every event must still arrive.
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
-import { pickle } from '../../src/reporter/pickle-writer.js';
+import { pickle } from '../../src/python/pickle-writer.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
-import { unpickle } from '../../src/reporter/unpickle.js';
+import { unpickle } from '../../src/python/unpickle.js';
 import { startStandin } from '../helpers/standin.js';
 
 describe('ReporterSubscriber against a reporter that closes right after sending', () => {

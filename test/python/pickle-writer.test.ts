@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { pickle, PickleWriteError, type PickleProtocol } from '../../src/reporter/pickle-writer.js';
+import { pickle, PickleWriteError, type PickleProtocol } from '../../src/python/pickle-writer.js';
 import {
   PyDateTime,
   PyGlobal,
@@ -9,7 +9,7 @@ import {
   PyTimezone,
   type PyDict,
   type PyValue,
-} from '../../src/reporter/pyvalues.js';
+} from '../../src/python/pyvalues.js';
 
 interface Case {
   name: string;

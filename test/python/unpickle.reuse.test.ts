@@ -2,8 +2,8 @@
 // container leaks between calls), the short-string cache (collisions, non-ASCII, every length around its
 // limit), and the depth bound now checked by a walk only when a pickle could be too deep or cyclic.
 import { describe, expect, it } from 'vitest';
-import type { PyDict, PyValue } from '../../src/reporter/pyvalues.js';
-import { unpickle, UnpickleError } from '../../src/reporter/unpickle.js';
+import type { PyDict, PyValue } from '../../src/python/pyvalues.js';
+import { unpickle, UnpickleError } from '../../src/python/unpickle.js';
 
 const te = new TextEncoder();
 

@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PyObject, type PyValue } from '../../src/reporter/pyvalues.js';
-import { unpickle, UnpickleError } from '../../src/reporter/unpickle.js';
+import { PyObject, type PyValue } from '../../src/python/pyvalues.js';
+import { unpickle, UnpickleError } from '../../src/python/unpickle.js';
 
 const GENERATOR = fileURLToPath(new URL('../fixtures/gen_pickles.py', import.meta.url));
 const RUNS = 2000;

@@ -15,8 +15,8 @@ import {
   PyTimezone,
   type PyDict,
   type PyValue,
-} from '../../src/reporter/pyvalues.js';
-import { unpickle, UnpickleError, type UnpickleErrorCode } from '../../src/reporter/unpickle.js';
+} from '../../src/python/pyvalues.js';
+import { unpickle, UnpickleError, type UnpickleErrorCode } from '../../src/python/unpickle.js';
 
 const GENERATOR = fileURLToPath(new URL('../fixtures/gen_pickles.py', import.meta.url));
 

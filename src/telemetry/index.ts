@@ -1,0 +1,15 @@
+// The sinks and their plumbing: Prometheus metrics (with the cardinality guard and the exporter's own
+// health), the Pushgateway publisher, and spans exported over OTLP.
+export { MetricsSink } from './metrics.js';
+export { GUARDED_LABELS, type GuardedLabel, type LabelLimits } from './cardinality.js';
+export { ExporterHealth, registerProcessMetrics } from './health.js';
+export { isSelfRendering } from './series.js';
+export { PushgatewayPublisher } from './pushgateway.js';
+export { SpanSink } from './spans.js';
+export {
+  TracingConfigError,
+  baseResource,
+  createSpanPipeline,
+  tracingOptionsFromEnv,
+  type TracingOptions,
+} from './tracing.js';
