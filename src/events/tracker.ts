@@ -655,7 +655,7 @@ function rememberedRuns(latest: JobState, earlier: JobState[]): JobState[] {
 }
 
 /** Nothing but an init_ of an ended job's own suite (same seq_num and id) was seen: a repeat, not a run. */
-function isBareRepeat(job: JobState, previous: JobState): boolean {
+function isBareRepeat(job: JobState, ended: JobState): boolean {
   const suite = job.suiteSeq === undefined ? undefined : job.sections.get(job.suiteSeq);
   return (
     suite !== undefined &&
@@ -664,8 +664,8 @@ function isBareRepeat(job: JobState, previous: JobState): boolean {
     job.finished.size === 0 &&
     job.held.size === 0 &&
     job.info === undefined &&
-    suite.seqNum === previous.suiteSeq &&
-    (job.suiteId === undefined || job.suiteId === previous.suiteId)
+    suite.seqNum === ended.suiteSeq &&
+    (job.suiteId === undefined || job.suiteId === ended.suiteId)
   );
 }
 
