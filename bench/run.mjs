@@ -289,6 +289,8 @@ async function runScrape(stream, later, receiver) {
     // First pass creates the series; the measured passes then ingest while /metrics is scraped.
     await feedExporter(worker, socket, [stream.file], stream.events, stream.sections);
     let last = Buffer.alloc(0);
+    /** Bytes on the wire of the last gzip scrape. */
+    let compressedBytes = 0;
     // node:http with a keep-alive agent, body kept as bytes: as little client work as Prometheus itself does.
     // Prometheus asks for gzip (and pays the gunzip, counted here too); `identity` is the uncompressed body.
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -302,8 +304,11 @@ async function runScrape(stream, later, receiver) {
             response.on('end', () => {
               const body = Buffer.concat(chunks);
               const gzipped = response.headers['content-encoding'] === 'gzip';
-              if (gzipped !== (encoding === 'gzip'))
+              if (gzipped !== (encoding === 'gzip')) {
                 reject(new Error(`asked for ${encoding}, got ${gzipped}`));
+                return;
+              }
+              if (gzipped) compressedBytes = body.length;
               last = gzipped ? gunzipSync(body) : body;
               resolve(performance.now() - start);
             });
@@ -319,15 +324,6 @@ async function runScrape(stream, later, receiver) {
       idle.push(await scrape('gzip'));
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    const compressedBytes = await new Promise((resolve, reject) => {
-      http
-        .get(`${worker.url}/metrics`, { agent, headers: { 'accept-encoding': 'gzip' } }, (response) => {
-          let bytes = 0;
-          response.on('data', (chunk) => (bytes += chunk.length));
-          response.on('end', () => resolve(bytes));
-        })
-        .on('error', reject);
-    });
     worker.send({ cmd: 'render', count: 40 });
     const renders = (await nextMessage(worker, 'render')).ms.sort((a, b) => a - b);
     let ingesting = true;
