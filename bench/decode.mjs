@@ -36,7 +36,7 @@ const CHUNK = 64 * 1024;
 const normalizeOptions = { zone: resolveZone('UTC'), maxStringLength: 4096 };
 
 for (let pass = 1; pass <= Number(opts.passes); pass++) {
-  const reader = new FrameReader({ header: 'auto', maxFrameBytes: 64 * 1024 * 1024 });
+  const reader = new FrameReader({ format: 'auto', maxFrameBytes: 64 * 1024 * 1024 });
   let events = 0;
   let rejected = 0;
   const start = process.hrtime.bigint();

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes the benchmark's reporter stream: pyATS jobs as a pyATS Reporter Server sends them, one pickled event
-dict per frame (CPython `pickle`, protocol 4, 8-byte big-endian size prefix), concatenated into one file.
+dict per message (CPython `pickle`, protocol 4, in pyATS 23.x's chunks: `struct.pack('>?H', more_follows,
+length)` + at most 65,535 bytes each), concatenated into one file. The reply to the subscription is not in it:
+the benchmark's reporter (lib/sender.mjs) sends that.
 
 Event shapes follow test/helpers/reporter_standin.py (and DESIGN §1): naive `datetime` start/stop times,
 `pyats.results.<Result>` objects with a `__dict__`, `xref` and `logs` dicts. Each job is a TestSuite with a
@@ -91,10 +93,14 @@ class Writer:
 
     def frame(self, event):
         payload = pickle.dumps(event, protocol=4)
-        self.out.write(struct.pack('>Q', len(payload)))
-        self.out.write(payload)
+        while True:
+            chunk, payload = payload[:65535], payload[65535:]
+            self.out.write(struct.pack('>?H', bool(payload), len(chunk)))
+            self.out.write(chunk)
+            self.bytes += 3 + len(chunk)
+            if not payload:
+                break
         self.events += 1
-        self.bytes += 8 + len(payload)
 
 
 class Job:

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The benchmark's peer: the subscriber a pyATS user would write instead of running the exporter — metrics only,
-no traces. It reads the same size-prefixed stream from the same kind of Unix socket, unpickles each event with
+no traces. It subscribes as pyATS's ReportClient does (`subscribe_client`, reply None), reads the same chunked
+stream from the same kind of Unix socket, unpickles each event with
 CPython's `pickle`, keeps the little section table it needs to know each section's task and testcase, and
 updates `prometheus_client` metrics with the same names and labels as the exporter's metrics sink.
 
@@ -90,11 +91,14 @@ def main(argv):
     subscriber = Subscriber()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
+    request = pickle.dumps({'name': 'subscribe_client', 'data': {}})
+    sock.sendall(struct.pack('>?H', False, len(request)) + request)
     buf = bytearray()
-    handled = 0
+    handled = -1  # the first message is the reply to the subscription
     cpu_start = None
     loads = pickle.loads
     unpack_from = struct.unpack_from
+    parts = []
     while handled < expected:
         chunk = sock.recv(1 << 20)
         if not chunk:
@@ -104,12 +108,22 @@ def main(argv):
         buf += chunk
         pos = 0
         end = len(buf)
-        while end - pos >= 8:
-            size = unpack_from('>Q', buf, pos)[0]
-            if end - pos - 8 < size:
+        while end - pos >= 3:
+            more, size = unpack_from('>?H', buf, pos)
+            if end - pos - 3 < size:
                 break
-            subscriber.on_event(loads(buf[pos + 8:pos + 8 + size]))
-            pos += 8 + size
+            if more or parts:
+                parts.append(bytes(buf[pos + 3:pos + 3 + size]))
+                if not more:
+                    message = b''.join(parts)
+                    parts = []
+            else:
+                message = buf[pos + 3:pos + 3 + size]
+            pos += 3 + size
+            if more:
+                continue
+            if handled >= 0:
+                subscriber.on_event(loads(message))
             handled += 1
         del buf[:pos]
     t_end = time.monotonic_ns()

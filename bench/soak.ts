@@ -4,7 +4,7 @@
 // RSS must level off: finished sections, closed jobs and old connections are released.
 //
 // Usage: npm run build && npx vite-node bench/soak.ts [-- --jobs 1000 --sections 1000 --sockets 4
-//        --traces otlp|none --interval 5 --header 8be]
+//        --traces otlp|none --interval 5 --frame-format chunked]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parseHeaderFormat } from '../src/reporter/framing.js';
+import { parseFrameFormat } from '../src/reporter/framing.js';
 import { soakJob, startGeneratorReporter } from './soak-reporter.js';
 
 interface Sample {
@@ -67,9 +67,10 @@ async function startDiscardingReceiver(): Promise<{
 function startExporter(
   cli: string,
   sockets: string[],
+  frameFormat: string,
   env: NodeJS.ProcessEnv,
 ): Promise<{ proc: ChildProcess; url: string }> {
-  const args = [cli, '--listen', '127.0.0.1:0', '--log-level', 'info'];
+  const args = [cli, '--listen', '127.0.0.1:0', '--log-level', 'info', '--frame-format', frameFormat];
   for (const socket of sockets) args.push('--reporter-socket', socket);
   const proc = spawn(process.execPath, args, {
     env: { PATH: process.env['PATH'], ...env },
@@ -101,14 +102,14 @@ async function main(): Promise<void> {
       sockets: { type: 'string', default: '4' },
       traces: { type: 'string', default: 'otlp' },
       interval: { type: 'string', default: '5' },
-      header: { type: 'string', default: '8be' },
+      'frame-format': { type: 'string', default: 'chunked' },
     },
   });
   const jobCount = Number(values.jobs);
   const sectionsTarget = Number(values.sections);
   const socketCount = Number(values.sockets);
   const intervalMs = Number(values.interval) * 1000;
-  const header = parseHeaderFormat(values.header);
+  const frameFormat = parseFrameFormat(values['frame-format']);
   const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
   if (!existsSync(cli)) throw new Error(`${cli} not found: run \`npm run build\` first`);
 
@@ -119,7 +120,7 @@ async function main(): Promise<void> {
   const env: NodeJS.ProcessEnv = receiver
     ? { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'soak' }
     : { OTEL_TRACES_EXPORTER: 'none' };
-  const { proc, url } = await startExporter(cli, sockets, env);
+  const { proc, url } = await startExporter(cli, sockets, frameFormat, env);
   const pid = proc.pid as number;
 
   console.log(
@@ -155,7 +156,7 @@ async function main(): Promise<void> {
   const reporters = sockets.map((path) =>
     startGeneratorReporter(
       path,
-      () => (next < jobCount ? soakJob(next++, sectionsTarget, header) : undefined),
+      () => (next < jobCount ? soakJob(next++, sectionsTarget, frameFormat) : undefined),
       (job) => {
         sent = {
           jobs: sent.jobs + 1,

@@ -129,6 +129,8 @@ function grafanaAlerts(groups) {
   return (
     header('deploy/prometheus/rules/pyats-alerts.yaml') +
     '# Grafana-managed alert rules: an alternative to loading those rules into Prometheus (use one, not both).\n' +
+    '# PyatsTestcaseSlowerThanUsual reads a recording rule: load deploy/prometheus/rules/pyats-recording.yaml\n' +
+    '# into Prometheus either way.\n' +
     YAML.stringify(doc, { lineWidth: 0 })
   );
 }

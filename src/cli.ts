@@ -50,7 +50,8 @@ async function main(): Promise<number> {
       path,
       // Each looped run gets its own seed, so results vary from run to run like a real lab's.
       events: (run) => simulatedJob({ seed: config.demo.seed + run, testcases: config.demo.testcases }),
-      header: { width: 8, endian: 'big' },
+      // Framed as pyATS 23.x frames (`>?H` chunks), the exporter's default.
+      frameFormat: 'chunked',
       protocol: 4,
       eventDelayMs: config.demo.eventDelayMs,
       loop: config.demo.loop,

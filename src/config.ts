@@ -9,8 +9,7 @@ import { ConfigError } from './errors.js';
 import { resolveZone, localZoneName } from './events/index.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { loadWebConfig, type WebConfig } from './http/index.js';
-import { parseHeaderFormat, type HeaderFormat } from './reporter/index.js';
-import type { PyValue } from './python/index.js';
+import { parseFrameFormat, type FrameFormat } from './reporter/index.js';
 import { hostname } from 'node:os';
 import {
   GUARDED_LABELS,
@@ -40,12 +39,11 @@ export interface ExporterConfig {
   listen: ListenAddress;
   /** `--web.config.file`: TLS and authentication for the HTTP server (exporter-toolkit format). */
   web?: WebConfig;
-  /** `--frame-header`: size-prefix format of incoming frames, default auto-detected per connection. */
-  frameHeader: HeaderFormat | 'auto';
-  /** `--request-header`: size-prefix format of the subscribe request we send, default 8be. */
-  requestHeader: HeaderFormat;
-  /** `--subscribe-request`: the value pickled and sent after connecting, or null to send nothing. */
-  subscribeRequest: PyValue | null;
+  /**
+   * `--frame-format`: framing of the requests sent to reporters, default `chunked` (pyATS 23.x); what a
+   * reporter sends is detected per connection.
+   */
+  frameFormat: FrameFormat;
   /** `--max-frame-bytes`, default 64 MiB: larger frames reset the connection. */
   maxFrameBytes: number;
   /** `--timezone`: zone of the job's machine for naive times, default this host's zone. */
@@ -97,9 +95,7 @@ const FLAG_SPEC = {
   hold: { type: 'boolean' },
   listen: { type: 'string' },
   'web.config.file': { type: 'string' },
-  'frame-header': { type: 'string' },
-  'request-header': { type: 'string' },
-  'subscribe-request': { type: 'string' },
+  'frame-format': { type: 'string' },
   'max-frame-bytes': { type: 'string' },
   timezone: { type: 'string' },
   'max-attribute-length': { type: 'string' },
@@ -141,9 +137,7 @@ const fileSchema = z
     hold: z.boolean(),
     listen: z.union([z.string(), z.number()]),
     'web.config.file': z.string(),
-    'frame-header': z.string(),
-    'request-header': z.string(),
-    'subscribe-request': z.union([z.string(), z.record(z.string(), z.unknown()), z.null()]),
+    'frame-format': z.string(),
     'max-frame-bytes': z.union([z.string(), z.number()]),
     timezone: z.string(),
     'max-attribute-length': z.union([z.string(), z.number()]),
@@ -195,11 +189,9 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
   --listen HOST:PORT            HTTP server for /metrics, /healthz, /readyz (default ${DEFAULT_LISTEN})
   --web.config.file FILE        TLS and basic auth / bearer token for the HTTP server (Prometheus
                                 exporters' web config format)
-  --frame-header FMT            size prefix of reporter frames: auto | 4be | 4le | 8be | 8le (default auto)
-  --request-header FMT          size prefix of the subscribe request we send (default 8be)
-  --subscribe-request JSON      request sent after connecting, pickled (default {"action":"subscribe"});
-                                'none' sends nothing
-  --max-frame-bytes N           refuse larger frames and reset the connection (default 67108864)
+  --frame-format FMT            framing of requests to the reporter: chunked (pyATS 23.x, default),
+                                4be (pyATS 20.2), 4le, 8be, 8le; replies are detected per connection
+  --max-frame-bytes N           refuse larger messages and reset the connection (default 67108864)
   --timezone ZONE               zone of the job machine for naive times: IANA name or +HH:MM
                                 (default this host's zone)
   --max-attribute-length N      cut longer strings in spans and labels (default 4096)
@@ -237,7 +229,26 @@ OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_O
 OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*.
 `;
 
+// Flags of earlier versions whose meaning is gone: say why instead of "unknown option".
+const REMOVED_FLAGS: Readonly<Record<string, string>> = {
+  'subscribe-request':
+    "the exporter sends what pyATS's own ReportClient sends (subscribe_client); any other request can kill the job's reporter",
+  'request-header': 'use --frame-format (chunked for pyATS 23.x, 4be for 20.2)',
+  'frame-header': 'use --frame-format; what a reporter sends is detected per connection',
+};
+
+function refuseRemovedFlags(argv: readonly string[], env: NodeJS.ProcessEnv): void {
+  for (const [name, why] of Object.entries(REMOVED_FLAGS)) {
+    const envName = `PYATS_EXPORTER_${name.toUpperCase().replace(/-/g, '_')}`;
+    const used = argv.some((arg) => arg === `--${name}` || arg.startsWith(`--${name}=`));
+    if (used || env[envName] !== undefined) {
+      throw new ConfigError('bad_flag', `${used ? `--${name}` : envName} was removed: ${why}`);
+    }
+  }
+}
+
 export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParseOutcome {
+  refuseRemovedFlags(argv, env);
   let parsed: ReturnType<
     typeof parseArgs<{ options: typeof FLAG_SPEC; allowPositionals: true; strict: true }>
   >;
@@ -297,8 +308,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   const reporterSockets = list('reporter-socket');
 
   const [listenRaw, listenOrigin] = text('listen', DEFAULT_LISTEN);
-  const [frameHeaderRaw, frameHeaderOrigin] = text('frame-header', 'auto');
-  const [requestHeaderRaw, requestHeaderOrigin] = text('request-header', '8be');
+  const [frameFormatRaw, frameFormatOrigin] = text('frame-format', 'chunked');
   const [timezone, timezoneOrigin] = text('timezone', localZoneName());
   // Replay draws a progress bar on stderr: only warnings and errors may interleave with it.
   const [logLevel, logLevelOrigin] = text('log-level', command === 'replay' ? 'warn' : 'info');
@@ -352,12 +362,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     ...(webConfig === undefined
       ? {}
       : { web: withOrigin(webConfig.origin, () => loadWebConfig(String(webConfig.value))) }),
-    frameHeader:
-      frameHeaderRaw === 'auto'
-        ? 'auto'
-        : withOrigin(frameHeaderOrigin, () => parseHeaderFormat(frameHeaderRaw)),
-    requestHeader: withOrigin(requestHeaderOrigin, () => parseHeaderFormat(requestHeaderRaw)),
-    subscribeRequest: parseSubscribeRequest(setting('subscribe-request')),
+    frameFormat: withOrigin(frameFormatOrigin, () => parseFrameFormat(frameFormatRaw)),
     maxFrameBytes: integer('max-frame-bytes', 64 * 1024 * 1024, 16, 2 ** 40),
     timezone,
     maxAttributeLength: integer('max-attribute-length', 4096, 16, 1 << 20),
@@ -477,37 +482,6 @@ function parseHttpUrl(value: string): string {
   }
   if (url.search !== '') throw new ConfigError('bad_value', `"${value}" must not have a query string`);
   return value;
-}
-
-function parseSubscribeRequest(s: { value: unknown; origin: string } | undefined): PyValue | null {
-  if (s === undefined) return { action: 'subscribe' };
-  if (s.value === null || s.value === 'none' || s.value === '') return null;
-  if (typeof s.value === 'object') return toPyValue(s.value, s.origin);
-  try {
-    return toPyValue(JSON.parse(String(s.value)) as unknown, s.origin);
-  } catch (error) {
-    if (error instanceof ConfigError) throw error;
-    throw new ConfigError('bad_value', `${s.origin}: not JSON (${(error as Error).message})`);
-  }
-}
-
-/** JSON → the pickle writer's value model (objects become dicts without a prototype). */
-function toPyValue(value: unknown, origin: string): PyValue {
-  if (
-    value === null ||
-    typeof value === 'string' ||
-    typeof value === 'boolean' ||
-    typeof value === 'number'
-  ) {
-    return value;
-  }
-  if (Array.isArray(value)) return value.map((item) => toPyValue(item, origin));
-  if (typeof value === 'object') {
-    const dict = Object.create(null) as Record<string, PyValue>;
-    for (const [key, item] of Object.entries(value)) dict[key] = toPyValue(item, origin);
-    return dict;
-  }
-  throw new ConfigError('bad_value', `${origin}: unsupported value ${String(value)}`);
 }
 
 function readConfigFile(path: string): Record<string, unknown> {

@@ -8,7 +8,7 @@ import { createApp, listen } from './http/index.js';
 import type { Logger } from './log.js';
 import { CaptureWriter, CapturingTracker, createHttpIngest, IngestSocketServer } from './ingest/index.js';
 import { Pipeline } from './pipeline.js';
-import { pickle, unpickle } from './python/index.js';
+import { unpickle } from './python/index.js';
 import {
   DecodeThread,
   SocketDiscovery,
@@ -18,9 +18,11 @@ import {
   type ConnectionInfo,
   type DisconnectReason,
   type ReporterSocketOptions,
+  readRunContext,
 } from './reporter/index.js';
 import {
   ExporterHealth,
+  JobLogSink,
   registerProcessMetrics,
   MetricsSink,
   PushgatewayPublisher,
@@ -29,6 +31,15 @@ import {
   createSpanPipeline,
 } from './telemetry/index.js';
 import { VERSION } from './version.js';
+
+/**
+ * Looks for a job's env.txt (for its CI run) this many times, 250 ms apart, from the connection on: easypy
+ * writes it a few seconds after the socket appears (3 s seen on a loaded 2-core machine), before any section.
+ */
+const RUN_CONTEXT_ATTEMPTS = 60;
+
+/** Fetching what ran before the exporter attached: per-request timeout, and the most sections fetched. */
+const ATTACH = { timeoutMs: 10_000, maxSections: 100_000 };
 
 export interface RunningDaemon {
   /** Where the HTTP server listens (port resolved when 0 was asked for). */
@@ -86,6 +97,7 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
       }),
     );
   }
+  sinks.push(new JobLogSink(logger));
   const fanout = new SinkFanout(sinks, logger);
   // Four export batches, and never more than half the queue, so a slow backend never fills it.
   const { maxExportBatchSize, maxQueueSize } = config.tracing.batch;
@@ -142,14 +154,35 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
       })
     : undefined;
 
-  const subscribeRequest =
-    config.subscribeRequest === null ? null : pickle(config.subscribeRequest, { protocol: 2 });
   const streamOf = (conn: ConnectionInfo): string => `reporter:${conn.id}`;
+  const openConnections = new Set<string>();
+  // The job's CI run, from its runinfo env.txt: easypy may write it just after the socket appears, so it is
+  // looked for again a few times before the job's identity (and trace) is fixed by the suite's start.
+  const noteRunContext = (conn: ConnectionInfo, attempt: number): void => {
+    const context = readRunContext(conn.path);
+    if (context === undefined) {
+      if (attempt < RUN_CONTEXT_ATTEMPTS) {
+        setTimeout(() => {
+          if (openConnections.has(conn.id)) noteRunContext(conn, attempt + 1);
+        }, 250).unref();
+      }
+      return;
+    }
+    if (context.ci === undefined) return;
+    pipeline.setStreamContext(streamOf(conn), context);
+    logger.info(
+      { socket: conn.path, ci: context.ci.system, trace_id: context.ci.parent?.traceId },
+      'job runs in CI',
+    );
+  };
   const connected = (conn: ConnectionInfo): void => {
     health.connectionOpened(conn.path);
     logger.info({ socket: conn.path, connection: conn.id }, 'subscribed to reporter');
+    openConnections.add(conn.id);
+    noteRunContext(conn, 1);
   };
   const disconnected = (conn: ConnectionInfo, reason: DisconnectReason): void => {
+    openConnections.delete(conn.id);
     health.connectionClosed(conn.path, reason);
     pipeline.endStream(streamOf(conn));
     logger.info({ socket: conn.path, connection: conn.id, reason }, 'reporter connection closed');
@@ -157,10 +190,9 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   const frameRejected = (conn: ConnectionInfo, code: string, detail: string): void =>
     pipeline.reject(streamOf(conn), 'reporter_socket', code, detail);
   const socketOptions: ReporterSocketOptions = {
-    header: config.frameHeader,
-    requestHeader: config.requestHeader,
-    subscribeRequest,
+    frameFormat: config.frameFormat,
     maxFrameBytes: config.maxFrameBytes,
+    attach: ATTACH,
     pollIntervalMs: config.pollIntervalMs,
     backoff: config.reconnect,
   };

@@ -7,5 +7,5 @@ export { normalize, SectionTracker, type NormalizeOptions } from './events/index
 export type * from './events/types.js';
 export { Pipeline } from './pipeline.js';
 export { pickle, unpickle, UnpickleError } from './python/index.js';
-export { FrameReader, detectHeader, encodeFrame, type HeaderFormat } from './reporter/index.js';
+export { FrameReader, detectFormat, encodeFrame, type FrameFormat } from './reporter/index.js';
 export { VERSION } from './version.js';

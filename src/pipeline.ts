@@ -1,6 +1,12 @@
 // The core of the data flow: a raw event from any source is counted, normalized (or rejected with a
 // reason), and handed to the tracker. Sources call `ingest` and `endStream`; they never see telemetry.
-import { normalize, type NormalizeOptions, type SectionEvent, type SectionTracker } from './events/index.js';
+import {
+  normalize,
+  type NormalizeOptions,
+  type SectionEvent,
+  type SectionTracker,
+  type StreamContext,
+} from './events/index.js';
 import type { IngestRefusal } from './ingest/index.js';
 import type { Logger } from './log.js';
 
@@ -78,6 +84,11 @@ export class Pipeline {
     if (this.logSampled(`field:${reason}`)) {
       this.options.logger.warn({ stream: streamId, source, reason, detail }, 'event field dropped');
     }
+  }
+
+  /** What the source knows of the stream beyond its events; applies to jobs whose identity is not fixed yet. */
+  setStreamContext(streamId: string, context: StreamContext): void {
+    this.options.tracker.setStreamContext(streamId, context);
   }
 
   endStream(streamId: string): void {

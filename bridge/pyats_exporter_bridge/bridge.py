@@ -18,6 +18,20 @@ from .transport import parse_target
 
 logger = logging.getLogger('pyats_exporter_bridge')
 
+# pyATS 23.2's ReportClient.subscribe() cannot read a message sent in more than one 65,535-byte chunk (an
+# event with a reason or data over ~64 KiB): it reads the next chunk with the first one's length and fails at
+# the end of the stream (IncompleteReadError, then AttributeError: 'StreamReader' ... 'ae_eof'). Every event
+# after that message is lost to any ReportClient subscriber; the server sent them all.
+MULTICHUNK_BUG = ("pyATS's ReportClient could not read a message over 64 KiB (a pyATS 23.2 bug: "
+                  "StreamReader 'ae_eof'); the events after it were not forwarded. The exporter's native "
+                  "--reporter-socket reads such messages: use it for this job")
+
+
+def is_multichunk_bug(error):
+    """The error pyATS 23.2's ReportClient.subscribe() ends with after a message of several chunks."""
+    return (isinstance(error, AttributeError) and 'ae_eof' in str(error)) or \
+        type(error).__name__ == 'IncompleteReadError'
+
 
 def default_stream_key(job_uid=None):
     """host:job-uid when pyATS gave the job a uid, else host:pid:random — unique per job run."""
@@ -48,6 +62,8 @@ class Bridge:
         self.forwarder = Forwarder(transport, buffer_size=buffer_size, batch_size=batch_size, heartbeat=heartbeat)
         self.events = 0
         self.encode_errors = 0
+        # The subscription ended on pyATS's multi-chunk bug: events after it were lost.
+        self.lost_after_large_message = False
         self._thread = None
         self._loop = None
         self._task = None
@@ -139,7 +155,10 @@ class Bridge:
             # A reporter that is not listening yet (socket file made before listen, or a stale one) is retried;
             # once events have flowed, the end of the subscription is the end of the job.
             if error is None or self.events > 0 or (deadline is not None and time.monotonic() >= deadline):
-                if error is not None:
+                if error is not None and is_multichunk_bug(error):
+                    self.lost_after_large_message = True
+                    logger.error('pyats-exporter bridge: %s', MULTICHUNK_BUG)
+                elif error is not None:
                     logger.warning('pyats-exporter bridge: reporter subscription ended: %s', error)
                 return
             await asyncio.sleep(0.25)

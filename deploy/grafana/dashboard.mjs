@@ -106,7 +106,8 @@ function stat(
   };
 }
 
-function table(title, description, expr, rename = {}, { unit = 'short' } = {}) {
+function table(title, description, expr, rename = {}, { unit = 'short', hideValue = false } = {}) {
+  const excludeByName = hideValue ? { Time: true, Value: true } : { Time: true };
   return {
     type: 'table',
     title,
@@ -115,7 +116,7 @@ function table(title, description, expr, rename = {}, { unit = 'short' } = {}) {
     fieldConfig: { defaults: { unit }, overrides: [] },
     options: { showHeader: true, cellHeight: 'sm', footer: { show: false, reducer: ['sum'], fields: '' } },
     targets: [instantTable(expr)],
-    transformations: [{ id: 'organize', options: { excludeByName: { Time: true }, renameByName: rename } }],
+    transformations: [{ id: 'organize', options: { excludeByName, renameByName: rename } }],
   };
 }
 
@@ -296,6 +297,42 @@ function panels() {
         `topk(10, histogram_quantile(0.95, sum by (job, task, type, le) (${increase(sectionDurations, '$__range')})) > 0)`,
         { Value: 'p95' },
         { unit: 's' },
+      ),
+    ],
+
+    [24, row('History between runs')],
+    [
+      8,
+      table(
+        'New failures',
+        "Testcases that passed in their job's previous run and fail in its latest (the PyatsTestcaseNewlyFailing " +
+          'alert); each stays listed until the job runs again.',
+        `max by (job, task, testcase, result) (pyats_testcase_last_result{${JOB}, ${FAILED}}) == 1` +
+          ` and on (job, task, testcase)` +
+          ` max by (job, task, testcase) (pyats_testcase_previous_result{${JOB}, result=~"passed|passx"}) == 1`,
+        { result: 'now' },
+        { hideValue: true },
+      ),
+    ],
+    [
+      8,
+      table(
+        'Flakiest testcases',
+        'Flips between pass and fail from one run to the next over the dashboard time range (top 10); the ' +
+          'PyatsTestcaseFlaky alert fires at 3 in 7 days.',
+        `topk(10, max by (job, task, testcase) (${increase(`pyats_testcase_result_flips_total{${JOB}}`, '$__range')}) > 0)`,
+        { Value: 'flips' },
+      ),
+    ],
+    [
+      8,
+      table(
+        'Slowest-growing testcases',
+        "Each testcase's latest duration over its median of the last 7 days of runs (top 10 above 1); the " +
+          'PyatsTestcaseSlowerThanUsual alert fires above 2 (and 30 s more).',
+        `topk(10, max by (job, task, testcase) (pyats_testcase_last_duration_seconds{${JOB}})` +
+          ` / job_task_testcase:pyats_testcase_last_duration_seconds:median7d{${JOB}} > 1)`,
+        { Value: 'latest / median' },
       ),
     ],
 

@@ -1,35 +1,62 @@
-// A simulated pyATS job for `pyats-exporter demo`: the event dicts a Reporter Server would send, as Python value
-// stand-ins ready to pickle. Pure and deterministic for its options.
+// A simulated pyATS job for `pyats-exporter demo`: the event dicts a pyATS 23.2 Reporter Server sends for one
+// easypy run, as Python value stand-ins ready to pickle, in the shapes real 23.2 sends (DESIGN §1; recorded in
+// test/fixtures/real-pyats, and test/helpers/reporter_standin.py builds the same). Pure and deterministic for
+// its options.
+import { createHash } from 'node:crypto';
 import { worstResult, type ResultValue } from '../events/index.js';
 import { PyDateTime, PyObject, PyTimezone, type PyDict, type PyValue } from '../python/index.js';
 
 export interface SimulatedJobOptions {
   /** Shapes the job (testcases, steps, durations, where each result lands). Default 1. */
   seed?: number;
-  /** Epoch ms of the job's first activity (its pre-job plugin). Default 2024-01-01T00:00:00Z. */
+  /**
+   * Epoch ms of the job's first timed event: start_testsuite (with `plugins`, the pre-job plugin's start).
+   * easypy names the run a few seconds earlier, when it starts. Default 2024-01-01T00:00:00Z.
+   */
   startMs?: number;
-  /** The TestSuite id. Default `demo_job`. */
+  /**
+   * The job's name (easypy: the job file's, without `.py`): start_testsuite's `name`. The TestSuite's `id` is
+   * the run id easypy makes of it, `<name>.<YYYYMonDD_HH:MM:SS.ffffff>`, new for every run. Default `demo_job`.
+   */
+  jobName?: string;
+  /** @deprecated The job's name: use `jobName` (the TestSuite id is made from it). */
   jobId?: string;
   /** Testcases in the script (at least 1). Default 4–6, from the seed. */
   testcases?: number;
+  /**
+   * Add plugin sections: a pre-job, a pre-task and a post-job plugin (`start_plugin` / `stop_plugin`, as the
+   * test stand-in makes them). Not a shape real pyATS 23.2 was seen to send: its easypy plugins report nothing
+   * to the reporter. Default false.
+   */
+  plugins?: boolean;
 }
 
 const DEFAULT_START_MS = Date.UTC(2024, 0, 1);
 
-/** pyATS result codes as its result objects carry them in `code`. */
+/** pyATS 23.2's result codes (pyats.results.result.TestResult.code). */
 const RESULT_CODES: Record<ResultValue, number> = {
   failed: 0,
   passed: 1,
-  aborted: 3,
-  blocked: 4,
-  skipped: 5,
-  errored: 6,
-  passx: 7,
+  aborted: 2,
+  blocked: 3,
+  skipped: 4,
+  errored: 5,
+  passx: 8,
+};
+
+/** The TIMS value each result carries besides its own (TestResult.tims). */
+const TIMS_VALUES: Record<ResultValue, string> = {
+  failed: 'failed',
+  passed: 'passed',
+  aborted: 'blocked',
+  blocked: 'blocked',
+  skipped: 'dropped',
+  errored: 'blocked',
+  passx: 'passx',
 };
 
 const REASONS: Partial<Record<ResultValue, string>> = {
   failed: 'BGP neighbor 10.0.0.2 is in state Idle, expected Established',
-  errored: "KeyError: 'Ethernet1/7'",
   aborted: 'Interrupted by user (SIGINT)',
   blocked: 'Blocked by a failed dependency',
   skipped: 'Not applicable on this platform',
@@ -60,6 +87,23 @@ const STEP_POOL: readonly string[] = [
 ];
 
 const SCRIPT = '/opt/tests/health_checks.py';
+/** easypy's task id for the first `run()` of a job; start_task names the Task after its script. */
+const TASK_ID = 'Task-1';
+const TASK_NAME = 'health_checks';
+/** easypy's runinfo root (`$HOME/.pyats/runinfo`): each run's log files are in `<root>/<run id>/`. */
+const RUNINFO_ROOT = '/home/pyats/.pyats/runinfo';
+/**
+ * A quirk of 23.2 (observed): a Step's xref is not its line in the script but the frame that runs the task,
+ * `self.run()` in multiprocessing's process.py (plus a `git` dict when that Python is a git checkout).
+ */
+const STEP_XREF_FILE = '/usr/local/lib/python3.10/multiprocessing/process.py';
+const STEP_XREF_LINE = 314;
+/** easypy's run id suffix: `strftime('%Y%b%d_%H:%M:%S.%f')` of when the run started. */
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const RUN_ID = /^(.+)\.(\d{4})([A-Z][a-z]{2})(\d{2})_(\d{2}):(\d{2}):(\d{2})\.(\d{6})$/;
+
+/** Types of the job's levels: no result, logs or (outside a git repository) xref of their own on the wire. */
+const LEVEL_TYPES = new Set(['TestSuite', 'Task']);
 
 interface Section {
   type: string;
@@ -70,12 +114,13 @@ interface Section {
   pluginBefore: boolean;
   durationUs?: number;
   ownResult?: ResultValue;
-  xref?: { file: string; line: number };
+  xref?: PyDict;
   children: Section[];
   parent?: Section;
   seqNum: number;
   result: ResultValue;
   reason: string | null;
+  data: PyDict | null;
   logfile: string;
   startUs: number;
   stopUs: number;
@@ -122,16 +167,12 @@ function section(
   id: string,
   extra: Partial<Pick<Section, 'name' | 'pluginBefore' | 'durationUs' | 'xref'>> = {},
 ): Section {
-  const suffixes: Record<string, string> = {
-    TestSuite: 'testsuite',
-    Task: 'task',
-    Plugin: 'plugin',
-    Step: 'step',
-  };
+  const suffixes: Record<string, string> = { TestSuite: 'testsuite', Task: 'task', Plugin: 'plugin' };
   return {
     type,
     id,
     name: extra.name ?? id,
+    // Real 23.2 sends start_section / stop_section for every section type, Steps included.
     eventSuffix: suffixes[type] ?? 'section',
     pluginBefore: extra.pluginBefore ?? false,
     durationUs: extra.durationUs,
@@ -140,6 +181,7 @@ function section(
     seqNum: 0,
     result: 'passed',
     reason: null,
+    data: null,
     logfile: '',
     startUs: 0,
     stopUs: 0,
@@ -156,19 +198,30 @@ function add(parent: Section, ...children: Section[]): Section {
   return parent;
 }
 
-function buildTree(rng: Random, jobId: string, testcaseCount: number): Section {
+/** A stand-in for the hash pyATS takes of a section's source: stable for its place in the script. */
+function sourceHash(file: string, line: number): string {
+  return createHash('sha256').update(`${file}:${line}`).digest('hex');
+}
+
+function buildTree(rng: Random, jobName: string, testcaseCount: number, plugins: boolean): Section {
   let line = 20;
-  const xref = (): { file: string; line: number } => {
+  // Outside a git repository a section's xref is its file, line and source hash.
+  const xref = (): PyDict => {
     line += rng.int(8, 40);
-    return { file: SCRIPT, line };
+    return { file: SCRIPT, line, source_hash: sourceHash(SCRIPT, line) };
   };
+  const stepXref = (): PyDict => ({ file: STEP_XREF_FILE, line: STEP_XREF_LINE });
   const ms = (lo: number, hi: number): number => rng.int(lo * 1000, hi * 1000);
 
-  const suite = section('TestSuite', jobId);
-  add(suite, section('Plugin', 'KleenexPlugin', { durationUs: ms(200, 900), pluginBefore: true }));
-  const task = section('Task', 'Task-1', { name: 'health_checks' });
+  // The id becomes the run id once the job is laid out in time.
+  const suite = section('TestSuite', jobName);
+  if (plugins)
+    add(suite, section('Plugin', 'KleenexPlugin', { durationUs: ms(200, 900), pluginBefore: true }));
+  const task = section('Task', TASK_ID, { name: TASK_NAME });
   add(suite, task);
-  add(task, section('Plugin', 'GenieTelemetryPlugin', { durationUs: ms(50, 400), pluginBefore: true }));
+  if (plugins) {
+    add(task, section('Plugin', 'GenieTelemetryPlugin', { durationUs: ms(50, 400), pluginBefore: true }));
+  }
   add(
     task,
     add(
@@ -198,17 +251,15 @@ function buildTree(rng: Random, jobId: string, testcaseCount: number): Section {
       if (withSteps.has(`${i}/${j}`)) {
         const count = rng.int(2, 3);
         for (let k = 1; k <= count; k++) {
-          const step = section('Step', String(k), {
-            name: `STEP ${k}: ${rng.pick(STEP_POOL)}`,
-            xref: xref(),
-          });
+          // steps.start('Connect to device') makes step `STEP 1` named after its description.
+          const step = section('Step', `STEP ${k}`, { name: rng.pick(STEP_POOL), xref: stepXref() });
           if (k === 1) {
             const subCount = rng.int(1, 2);
             for (let m = 1; m <= subCount; m++) {
-              const sub = section('Step', `${k}.${m}`, {
-                name: `STEP ${k}.${m}: ${rng.pick(STEP_POOL)}`,
+              const sub = section('Step', `STEP ${k}.${m}`, {
+                name: rng.pick(STEP_POOL),
                 durationUs: ms(10, 400),
-                xref: xref(),
+                xref: stepXref(),
               });
               add(step, sub);
               stepLeaves.push(sub);
@@ -239,7 +290,7 @@ function buildTree(rng: Random, jobId: string, testcaseCount: number): Section {
       section('Subsection', 'archive_logs', { durationUs: ms(50, 400), xref: xref() }),
     ),
   );
-  add(suite, section('Plugin', 'XunitPlugin', { durationUs: ms(20, 200) }));
+  if (plugins) add(suite, section('Plugin', 'XunitPlugin', { durationUs: ms(20, 200) }));
 
   // Steps carry aborted and passx; the other non-passed values land on sections or steps at random.
   const [aborted, passx] = rng.sample(stepLeaves, 2);
@@ -253,6 +304,23 @@ function buildTree(rng: Random, jobId: string, testcaseCount: number): Section {
 
 function resolveResults(node: Section): void {
   node.children.forEach(resolveResults);
+  if (node.ownResult === 'errored') {
+    // What aetest reports for an exception in a section: the traceback goes in the result's data.
+    // A Step runs inside its test section's function: the traceback names that function.
+    let owner = node;
+    while (owner.type === 'Step' && owner.parent) owner = owner.parent;
+    const at = typeof owner.xref?.['line'] === 'number' ? owner.xref['line'] + 3 : 1;
+    node.result = 'errored';
+    node.reason = `Caught an exception while executing section ${node.id}`;
+    node.data = {
+      traceback:
+        'Traceback (most recent call last):\n' +
+        `  File "${SCRIPT}", line ${at}, in ${owner.id}\n` +
+        "    counters = parsed['interface']['Ethernet1/7']['counters']\n" +
+        "KeyError: 'Ethernet1/7'\n",
+    };
+    return;
+  }
   if (node.ownResult !== undefined) {
     node.result = node.ownResult;
     node.reason = REASONS[node.ownResult] ?? null;
@@ -264,9 +332,10 @@ function resolveResults(node: Section): void {
   node.reason = null;
 }
 
-function assignLogfiles(node: Section, inherited: string): void {
-  node.logfile = node.type === 'Task' ? `TaskLog.${node.id}` : inherited;
-  for (const child of node.children) assignLogfiles(child, node.logfile);
+/** A Task logs to `TaskLog.<task id>` in the run's runinfo directory; the rest of the job to `JobLog.<job>`. */
+function assignLogfiles(node: Section, inherited: string, runinfo: string): void {
+  node.logfile = node.type === 'Task' ? `${runinfo}/TaskLog.${node.id}` : inherited;
+  for (const child of node.children) assignLogfiles(child, node.logfile, runinfo);
 }
 
 /** Places `node` from `t` (its first activity, pre-plugins included); returns its stop time. */
@@ -293,19 +362,23 @@ function order(root: Section, rng: Random): [Phase, Section][] {
   const cursors = new Map<string, number>();
   const emit = (phase: Phase, node: Section): void => {
     if (node.seqNum === 0) node.seqNum = nextSeq++;
-    if (phase === 'start') {
-      node.logBegin = cursors.get(node.logfile) ?? 0;
-      cursors.set(node.logfile, node.logBegin + rng.int(80, 400));
-    } else if (phase === 'stop') {
-      const end = (cursors.get(node.logfile) ?? 0) + rng.int(40, 200);
-      cursors.set(node.logfile, end);
-      node.logSize = end - node.logBegin;
+    // A section's lines in its log file: its banner at start, its own and its children's lines by its stop.
+    // The TestSuite and Tasks have no `logs`: a Task log's first section begins at 0.
+    if (!LEVEL_TYPES.has(node.type)) {
+      if (phase === 'start') {
+        node.logBegin = cursors.get(node.logfile) ?? 0;
+        cursors.set(node.logfile, node.logBegin + rng.int(490, 530));
+      } else if (phase === 'stop') {
+        const end = (cursors.get(node.logfile) ?? 0) + rng.int(180, 450);
+        cursors.set(node.logfile, end);
+        node.logSize = end - node.logBegin;
+      }
     }
     out.push([phase, node]);
   };
   const walk = (node: Section): void => {
     const pre = node.children.filter((c) => c.pluginBefore);
-    if (node.type === 'TestSuite' || node.type === 'Task' || pre.length > 0) emit('init', node);
+    if (LEVEL_TYPES.has(node.type) || pre.length > 0) emit('init', node);
     pre.forEach(walk);
     emit('start', node);
     node.children.filter((c) => !c.pluginBefore).forEach(walk);
@@ -315,7 +388,8 @@ function order(root: Section, rng: Random): [Phase, Section][] {
   return out;
 }
 
-const UTC = new PyTimezone(0, undefined);
+/** Real 23.2 sends every datetime with `timezone(timedelta(0), 'UTC')`. */
+const UTC = new PyTimezone(0, 'UTC');
 
 /** A datetime whose wall clock, read as UTC, is `wallUs` microseconds after the epoch (integer). */
 function dateTimeFromWallUs(wallUs: number, tz: PyTimezone | undefined): PyDateTime {
@@ -341,50 +415,106 @@ function pyTime(epochUs: number): PyDateTime {
   return dateTimeFromWallUs(epochUs, UTC);
 }
 
-function pyResult(value: ResultValue, reason: string | null): PyObject {
-  const state: PyDict = { value, code: RESULT_CODES[value], reason, data: null };
-  return new PyObject('pyats.results', value[0]!.toUpperCase() + value.slice(1), [], state);
+const pad = (n: number, width = 2): string => String(n).padStart(width, '0');
+
+/** easypy's run id of job `name` started at `epochUs`: `<name>.<YYYYMonDD_HH:MM:SS.ffffff>` (here in UTC). */
+function runId(name: string, epochUs: number): string {
+  const d = dateTimeFromWallUs(epochUs, undefined);
+  const stamp =
+    `${d.year}${MONTHS[d.month - 1]!}${pad(d.day)}_` +
+    `${pad(d.hour)}:${pad(d.minute)}:${pad(d.second)}.${pad(d.microsecond, 6)}`;
+  return `${name}.${stamp}`;
 }
 
+/** The job name and start (epoch µs) of an easypy run id, if `id` is one. */
+function parseRunId(id: string): { name: string; epochUs: number } | undefined {
+  const m = RUN_ID.exec(id);
+  const month = m ? MONTHS.indexOf(m[3]!) : -1;
+  if (!m || month < 0) return undefined;
+  const [year, day, hour, minute, second, micro] = [2, 4, 5, 6, 7, 8].map((i) => Number(m[i]));
+  const ms = Date.UTC(year!, month, day, hour, minute, second);
+  return { name: m[1]!, epochUs: ms * 1000 + micro! };
+}
+
+function pyResult(value: ResultValue, reason: string | null, data: PyDict | null): PyObject {
+  const code = RESULT_CODES[value];
+  // pyats.results.result.TestResult pickles as TestResult.__new__(cls, code, reason, data) + its __dict__.
+  const state: PyDict = { code, value, tims: TIMS_VALUES[value], reason, data };
+  return new PyObject('pyats.results.result', 'TestResult', [code, reason, data && { ...data }], state);
+}
+
+/** Ids from the Task down (the TestSuite's own for the TestSuite), as `idlist` gives them. */
+function idList(node: Section): string[] {
+  const ids: string[] = [];
+  for (let at: Section | undefined = node; at !== undefined; at = at.parent) {
+    if (at.type === 'TestSuite' && at !== node) break;
+    ids.unshift(at.id);
+  }
+  return ids;
+}
+
+const basename = (path: string): string => path.slice(path.lastIndexOf('/') + 1);
+
+/** One event, with the keys real 23.2 sends for it, in its order. */
 function eventDict(phase: Phase, node: Section): PyDict {
-  const d: PyDict = { event: `${phase}_${node.eventSuffix}`, type: node.type, seq_num: node.seqNum };
-  if (node.parent) d['parent_seq_num'] = node.parent.seqNum;
-  d['id'] = node.id;
-  d['name'] = node.name;
-  if (phase === 'init') return d;
-  d['starttime'] = pyTime(node.startUs);
-  d['logfile'] = node.logfile;
-  if (node.xref) d['xref'] = { ...node.xref } satisfies PyDict;
+  const level = LEVEL_TYPES.has(node.type);
+  const ids = idList(node);
+  const d: PyDict = {
+    type: node.type,
+    seq_num: node.seqNum,
+    id: node.id,
+    fullid: level ? node.id : ids.join('.'),
+    idlist: ids,
+    // init_ names a section by its id: init_testsuite by the run id, init_task by the task id.
+    name: phase === 'init' ? node.id : node.name,
+  };
+  if (phase !== 'init') d['starttime'] = pyTime(node.startUs);
   if (phase === 'stop') {
     d['stoptime'] = pyTime(node.stopUs);
     d['runtime'] = (node.stopUs - node.startUs) / 1e6;
-    d['result'] = pyResult(node.result, node.reason);
-    d['logs'] = { file: node.logfile, begin: node.logBegin, size: node.logSize } satisfies Record<
-      string,
-      PyValue
-    >;
+    // stop_task and stop_testsuite carry no result: the roll-up is the subscriber's to make.
+    if (!level) d['result'] = pyResult(node.result, node.reason, node.data);
+  }
+  if (phase !== 'init' && node.type !== 'TestSuite') {
+    // A quirk of 23.2: stop_task names the Task's log file without its directory.
+    d['logfile'] = phase === 'stop' && level ? basename(node.logfile) : node.logfile;
+  }
+  if (phase !== 'init' && node.xref) d['xref'] = { ...node.xref };
+  d['event'] = `${phase}_${node.eventSuffix}`;
+  if (node.parent) d['parent_seq_num'] = node.parent.seqNum;
+  if (phase !== 'init' && !level) {
+    const logs: PyDict = { file: basename(node.logfile), begin: node.logBegin };
+    if (phase === 'stop') logs['size'] = node.logSize;
+    d['logs'] = logs;
   }
   return d;
 }
 
 /**
- * The events of one realistic job, in the order a pyATS Reporter Server sends them: a TestSuite with a pre-job
- * plugin, Task-1 with a pre-task plugin (init_task → plugin → start_task), CommonSetup, Testcases with nested
- * Steps, CommonCleanup and a post-job plugin; every result value appears, parents carry the roll-up.
+ * The events of one realistic easypy run, in the order and shapes a pyATS 23.2 Reporter Server sends them:
+ * init_testsuite / start_testsuite (id: the run id), init_task / start_task for Task-1, then start_section /
+ * stop_section for CommonSetup, Testcases with nested Steps and CommonCleanup, stop_task, stop_testsuite. Every
+ * result value appears; parents carry the roll-up, except the Task and TestSuite, whose stops carry no result.
  */
 export function simulatedJob(opts: SimulatedJobOptions = {}): PyDict[] {
   const rng = new Random(opts.seed ?? 1);
   const testcases = Math.max(1, Math.floor(opts.testcases ?? rng.int(4, 6)));
-  const root = buildTree(rng, opts.jobId ?? 'demo_job', testcases);
+  const jobName = opts.jobName ?? opts.jobId ?? 'demo_job';
+  const root = buildTree(rng, jobName, testcases, opts.plugins === true);
   resolveResults(root);
-  assignLogfiles(root, `JobLog.${root.id}`);
-  layout(root, rng, Math.round((opts.startMs ?? DEFAULT_START_MS) * 1000));
+  const firstUs = Math.round((opts.startMs ?? DEFAULT_START_MS) * 1000);
+  layout(root, rng, firstUs);
+  // easypy names the run (and its runinfo directory) as it starts, seconds before the TestSuite starts.
+  root.id = runId(jobName, firstUs - rng.int(1_500_000, 4_000_000));
+  assignLogfiles(root, `${RUNINFO_ROOT}/${root.id}/JobLog.${jobName}`, `${RUNINFO_ROOT}/${root.id}`);
   return order(root, rng).map(([phase, node]) => eventDict(phase, node));
 }
 
 /**
  * The same events moved in time so that the earliest top-level datetime is `startMs` (whole ms): how the demo
- * reporter makes each looped run look like a new run. Naive datetimes are read as UTC; other values are kept.
+ * reporter makes each looped run look like a new run. An easypy run id (`<job>.<YYYYMonDD_HH:MM:SS.ffffff>`,
+ * the TestSuite's id) moves by as much, wherever it appears (ids, idlists, log file paths). Naive datetimes are
+ * read as UTC; other values are kept.
  */
 export function retimeJob(events: readonly PyDict[], startMs: number): PyDict[] {
   const absoluteUs = (dt: PyDateTime): number => wallUs(dt) - (dt.tz?.offsetSeconds ?? 0) * 1e6;
@@ -398,11 +528,19 @@ export function retimeJob(events: readonly PyDict[], startMs: number): PyDict[] 
   }
   if (earliest === undefined) return events.map((e) => ({ ...e }));
   const deltaUs = Math.round(startMs) * 1000 - earliest;
+  const suiteId = events.find((e) => e['type'] === 'TestSuite')?.['id'];
+  const parsed = typeof suiteId === 'string' ? parseRunId(suiteId) : undefined;
+  const run = parsed && { id: suiteId as string, movedId: runId(parsed.name, parsed.epochUs + deltaUs) };
+  const rename = (value: PyValue): PyValue => {
+    if (run === undefined) return value;
+    if (typeof value === 'string') return value.split(run.id).join(run.movedId);
+    return Array.isArray(value) ? value.map(rename) : value;
+  };
   return events.map((event) => {
     const moved: PyDict = {};
     for (const [key, value] of Object.entries(event)) {
       moved[key] =
-        value instanceof PyDateTime ? dateTimeFromWallUs(wallUs(value) + deltaUs, value.tz) : value;
+        value instanceof PyDateTime ? dateTimeFromWallUs(wallUs(value) + deltaUs, value.tz) : rename(value);
     }
     return moved;
   });

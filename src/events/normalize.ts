@@ -31,8 +31,8 @@ export interface NormalizeOptions {
 }
 
 /**
- * Told about each descriptive field (`type`, `id`, `name`, `starttime`, `stoptime`, `runtime`, `logfile`,
- * `logs`, `xref`) that was dropped because its value is unusable; the event is kept without it.
+ * Told about each descriptive field (`type`, `id`, `fullid`, `name`, `starttime`, `stoptime`, `runtime`,
+ * `logfile`, `logs`, `xref`) that was dropped because its value is unusable; the event is kept without it.
  */
 export type FieldDropHandler = (reason: RejectReason, detail: string) => void;
 
@@ -46,6 +46,13 @@ const EPOCH_MS_THRESHOLD = 1e11;
 const EVENT_NAME = /^(init|start|stop)_([A-Za-z0-9_]+)$/;
 const ISO_HAS_OFFSET = /(?:Z|[+-]\d{2}(?::?\d{2})?)$/i;
 const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?/;
+
+// An xref into Python itself: its standard library (`.../lib/python3.10/...`, outside site-/dist-packages) or
+// an installed pyats / genie package. pyATS 23.2 sends that for every Step (observed: the caller frame in
+// `multiprocessing/process.py`), which is no location in the test script.
+const PYTHON_STDLIB_DIR = /[\\/]lib(?:64)?[\\/]python\d+\.\d+[\\/]/;
+const PACKAGES_DIR = /[\\/](?:site|dist)-packages[\\/]/;
+const PYATS_PACKAGE_DIR = /[\\/](?:site|dist)-packages[\\/](?:pyats|genie)[\\/]/;
 
 /** Section types keyed by the event-name suffix, for events that arrive without `type`. */
 const TYPE_BY_SUFFIX: Record<string, string> = {
@@ -146,6 +153,8 @@ function toSectionEvent(raw: unknown, options: NormalizeOptions, onDrop?: FieldD
   if (parentSeqNum !== undefined) event.parentSeqNum = parentSeqNum;
   const id = optionalString(dict, 'id', options, onDrop);
   if (id !== undefined) event.id = id;
+  const fullid = optionalString(dict, 'fullid', options, onDrop);
+  if (fullid !== undefined) event.fullid = fullid;
   const name = optionalString(dict, 'name', options, onDrop);
   if (name !== undefined) event.name = name;
 
@@ -159,6 +168,8 @@ function toSectionEvent(raw: unknown, options: NormalizeOptions, onDrop?: FieldD
   const runtime = runtimeField(dict['runtime'], onDrop);
   if (runtime !== undefined) event.runtime = runtime;
 
+  // `result: None` (or no key) is a stop without a result, as pyATS sends stop_task / stop_testsuite; the
+  // tracker rolls one up from the children.
   const result = resultField(dict['result'], options);
   if (result !== undefined) event.result = result;
 
@@ -359,12 +370,25 @@ function xrefField(
     // Bounded before the regex: a huge string would otherwise be scanned for its last colon in full.
     const m = /^(.*):(\d{1,9})$/.exec(value.length > 4 * options.maxStringLength ? '' : value);
     if (m) {
+      if (isPythonLibraryFile(m[1] as string)) return undefined;
       location.file = clip(m[1] as string, options.maxStringLength);
       location.line = Number(m[2]);
     }
   } else if (isPyDict(value)) {
+    // pyATS 23.2 gives the TestSuite and a Task an xref of only `git` ({branch, commit, file}) when the
+    // job runs from a git checkout: no location, and nothing wrong with the event.
+    if (
+      field(value, 'file') === undefined &&
+      field(value, 'line') === undefined &&
+      field(value, 'git') !== undefined
+    ) {
+      return undefined;
+    }
     const file = field(value, 'file');
-    if (typeof file === 'string') location.file = clip(file, options.maxStringLength);
+    if (typeof file === 'string') {
+      if (isPythonLibraryFile(file)) return undefined;
+      location.file = clip(file, options.maxStringLength);
+    }
     const line = field(value, 'line');
     if (typeof line === 'number' && Number.isSafeInteger(line) && line >= 0) location.line = line;
     else if (typeof line === 'bigint' && line >= 0n && line <= BigInt(Number.MAX_SAFE_INTEGER)) {
@@ -376,6 +400,18 @@ function xrefField(
     return undefined;
   }
   return location;
+}
+
+/**
+ * The xref points into Python's library or pyATS, not at the test script: the event keeps no code location
+ * (and no line, which belongs to that file). Decided here rather than in the span sink so that every consumer
+ * of a SectionEvent (spans, captures, any later sink) agrees on what a section's location is. Not reported
+ * as a dropped field: the value is well-formed, just not about the script.
+ */
+function isPythonLibraryFile(file: string): boolean {
+  if (PYATS_PACKAGE_DIR.test(file)) return true;
+  const stdlib = PYTHON_STDLIB_DIR.exec(file);
+  return stdlib !== null && !PACKAGES_DIR.test(file.slice(stdlib.index));
 }
 
 /** Cut to `max` UTF-16 units, and well-formed: a lone surrogate (JSON `\ud800`, or a pair cut in two) becomes

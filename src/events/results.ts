@@ -13,11 +13,18 @@ export const ROLLUP_ORDER: readonly ResultValue[] = [
   'aborted',
 ];
 
+const ROLLUP_RANK = Object.fromEntries(ROLLUP_ORDER.map((value, rank) => [value, rank])) as Readonly<
+  Record<ResultValue, number>
+>;
+
+/** The roll-up of `worst` (undefined: nothing yet) and one more result; O(1), for folding one at a time. */
+export function rollUp(worst: ResultValue | undefined, value: ResultValue): ResultValue {
+  return worst === undefined || ROLLUP_RANK[value] > ROLLUP_RANK[worst] ? value : worst;
+}
+
 /** The rolled-up result of `values`, or undefined when there are none. */
 export function worstResult(values: readonly ResultValue[]): ResultValue | undefined {
   let worst: ResultValue | undefined;
-  for (const value of values) {
-    if (worst === undefined || ROLLUP_ORDER.indexOf(value) > ROLLUP_ORDER.indexOf(worst)) worst = value;
-  }
+  for (const value of values) worst = rollUp(worst, value);
   return worst;
 }

@@ -1,8 +1,10 @@
 // Section tracker: one table per stream (reporter connection, ingest stream, replay file), keyed by
-// seq_num. Pairs init_/start_/stop_ events into FinishedSection records, holds finished sections whose
-// parent is unseen, ends what is left open as abandoned when the stream ends, and releases each job's state.
+// seq_num. Pairs init_/start_/stop_ events into FinishedSection records, rolls children's results up into a
+// stop that carries none, holds finished sections whose parent is unseen, ends what is left open as abandoned
+// when the stream ends, and releases each job's state.
 import type { Logger } from '../log.js';
 import { runIdFor, spanIdFor, traceIdFor } from './ids.js';
+import { rollUp } from './results.js';
 import {
   RESULT_VALUES,
   type CodeLocation,
@@ -12,6 +14,7 @@ import {
   type SectionEvent,
   type SectionResult,
   type SectionSink,
+  type StreamContext,
 } from './types.js';
 
 /** Testscript-level containers: what Easypy's summary and success rate count. */
@@ -72,6 +75,7 @@ interface TrackedSection {
   parentSeqNum?: number;
   type: string;
   id?: string;
+  fullid?: string;
   name?: string;
   startTime?: number;
   logfile?: string;
@@ -80,6 +84,8 @@ interface TrackedSection {
   testcase?: string;
   /** sectionStarted was emitted for it (or is queued to be). */
   started: boolean;
+  /** Roll-up of the results of its children finished so far: its result when its stop carries none. */
+  childResult: ResultValue | undefined;
   /** Its span id, once a child that stopped first needed it as parent id (computed once per section). */
   spanId?: string;
 }
@@ -97,7 +103,25 @@ interface HeldEnd {
 }
 
 /** Placeholder identity of a record not delivered yet; `deliver` replaces it (and the empty span id). */
-const UNSET_JOB: JobInfo = { jobId: '', runId: '', traceId: '' };
+const UNSET_JOB: JobInfo = { jobId: '', jobName: '', runId: '', traceId: '' };
+
+/**
+ * Easypy's suffix on the TestSuite id, `.<YYYY><Mon><DD>_<HH>:<MM>:<SS>.<micro>` (`%Y%b%d_%H:%M:%S.%f`, e.g.
+ * `job.2026Dec02_16:18:03.912790`): what makes the id unique per run.
+ */
+const EASYPY_RUN_SUFFIX = /\.\d{4}[A-Za-z]{3}\d{2}_\d{2}:\d{2}:\d{2}\.\d{6}$/;
+
+/** A job started by a traced CI run joins the CI's trace; its span ids still derive from the run. */
+function applyContext(info: JobInfo, context: StreamContext): void {
+  if (context.ci === undefined) return;
+  info.ci = context.ci;
+  if (context.ci.parent !== undefined) info.traceId = context.ci.parent.traceId;
+}
+
+/** Plugins report results of their own (pyATS keeps them in `pluginsummary`): they do not roll up. */
+function countsInRollUp(type: string): boolean {
+  return type !== 'Plugin';
+}
 
 /** Above this a seq_num goes to the sparse map: a corrupt huge seq_num must not allocate a huge array. */
 const MAX_DENSE_SEQ_NUM = 1 << 22;
@@ -172,8 +196,14 @@ class JobState {
   readonly counts = Object.fromEntries(RESULT_VALUES.map((r) => [r, 0])) as Record<ResultValue, number>;
   suiteSeq?: number;
   suiteId?: string;
+  /** The job's name as the suite's events give it (see noteSuiteName). */
+  suiteName?: string;
+  /** `suiteName` came from a start_/stop_ event, which no other event overrides. */
+  suiteNamedByStart = false;
   suiteStart?: number;
   suiteStarted = false;
+  /** A finished record of the job went to the sinks: its trace id is out. */
+  delivered = false;
   suiteResult?: SectionResult;
   suiteStop?: number;
   ended = false;
@@ -200,6 +230,7 @@ class JobState {
 
 export class SectionTracker {
   private readonly streams = new Map<string, JobState>();
+  private readonly contexts = new Map<string, StreamContext>();
   private readonly sink: SectionSink;
   private readonly logger: Logger;
   private readonly now: () => number;
@@ -260,6 +291,7 @@ export class SectionTracker {
     if (event.type === SUITE_TYPE && job.suiteSeq === undefined) job.suiteSeq = event.seqNum;
     if (event.seqNum === job.suiteSeq) {
       job.suiteId ??= event.id ?? event.name;
+      if (event.name !== undefined && !job.suiteNamedByStart) noteSuiteName(job, event, event.name);
       if (event.startTime !== undefined) job.suiteStart ??= event.startTime;
       if (job.endedRuns.length > 0 && job.suiteStart !== undefined && this.restoreIfReplay(job)) {
         return undefined;
@@ -272,8 +304,21 @@ export class SectionTracker {
     return undefined;
   }
 
+  /**
+   * What the source knows of a stream beyond its events (its job's CI run): used by every job of the stream
+   * whose identity is fixed from now on, until the stream ends.
+   */
+  setStreamContext(streamId: string, context: StreamContext): void {
+    this.contexts.set(streamId, context);
+    // pyATS starts the TestSuite before easypy writes env.txt, so the identity may be fixed already: while no
+    // span of the job has gone out, it can still join the CI's trace.
+    const job = this.streams.get(streamId);
+    if (job?.info !== undefined && !job.delivered) applyContext(job.info, context);
+  }
+
   /** The stream ended (disconnect, end of file): everything still open is abandoned. */
   endStream(streamId: string): void {
+    this.contexts.delete(streamId);
     const job = this.streams.get(streamId);
     if (job === undefined) return;
     this.streams.delete(streamId);
@@ -346,14 +391,27 @@ export class SectionTracker {
             ? (event.id ?? event.name ?? String(event.seqNum))
             : inheritTask(job, event, parent),
         started: false,
+        childResult: undefined,
       };
       const testcase = TESTCASE_TYPES.has(event.type) ? (event.id ?? event.name) : parent?.testcase;
       if (testcase !== undefined) section.testcase = testcase;
       job.sections.set(event.seqNum, section);
+      // Children that finished before it was seen (attached mid-job) are released right after this event:
+      // their results count in its roll-up all the same.
+      const held = job.heldByParent.size === 0 ? undefined : job.heldByParent.get(event.seqNum);
+      if (held !== undefined) {
+        for (const seqNum of held) {
+          const child = job.held.get(seqNum);
+          if (child !== undefined && countsInRollUp(child.end.type)) {
+            section.childResult = rollUp(section.childResult, child.end.result.value);
+          }
+        }
+      }
     }
     // Later events may carry what earlier ones lacked; never erase a known value.
     if (event.parentSeqNum !== undefined) section.parentSeqNum = event.parentSeqNum;
     if (event.id !== undefined) section.id = event.id;
+    if (event.fullid !== undefined) section.fullid = event.fullid;
     if (event.name !== undefined) section.name = event.name;
     if (event.startTime !== undefined) section.startTime = event.startTime;
     if (event.logfile !== undefined) section.logfile = event.logfile;
@@ -366,7 +424,9 @@ export class SectionTracker {
       job.suiteStarted = true;
       this.flushPending(job);
     }
-    if (section.started) return;
+    // A section that starts after its job finished (a post-job plugin reported after stop_testsuite) is not
+    // counted in progress: the job's in-progress series went with its summary, and would come back for good.
+    if (section.started || job.ended) return;
     section.started = true;
     if (this.waiting(job) && this.pendingCount(job) < this.maxPending) {
       job.pendingStarts.push(section);
@@ -390,13 +450,14 @@ export class SectionTracker {
         : this.now());
     const startTime =
       section.startTime ?? (event.runtime !== undefined ? stopTime - event.runtime * 1000 : stopTime);
-    const result: SectionResult = event.result ?? {
-      value: 'errored',
-      reason: 'stop event carried no result',
-    };
-    job.sections.delete(section.seqNum);
-    job.finished.set(section.seqNum, section.parentSeqNum ?? NO_PARENT);
-    if (TESTCASE_TYPES.has(section.type)) job.counts[result.value] += 1;
+    // pyATS 23.2 sends stop_task and stop_testsuite without a result (observed): like pyATS's own report,
+    // such a section takes the roll-up of its children's results.
+    const result: SectionResult =
+      event.result ??
+      (section.childResult !== undefined
+        ? { value: section.childResult }
+        : { value: 'errored', reason: 'stop event carried no result' });
+    this.settle(job, section, result);
     this.finish(
       job,
       section,
@@ -416,6 +477,20 @@ export class SectionTracker {
       job.suiteStarted = true;
       this.flushPending(job);
       this.finishJob(job, false);
+    }
+  }
+
+  /**
+   * Marks `section` finished with `result`: counted, and folded into the roll-up of its parent while that is
+   * open (a parent that stopped already, or is unseen, takes it from `track` or not at all).
+   */
+  private settle(job: JobState, section: TrackedSection, result: SectionResult): void {
+    job.sections.delete(section.seqNum);
+    job.finished.set(section.seqNum, section.parentSeqNum ?? NO_PARENT);
+    if (TESTCASE_TYPES.has(section.type)) job.counts[result.value] += 1;
+    const parent = section.parentSeqNum === undefined ? undefined : job.sections.get(section.parentSeqNum);
+    if (parent !== undefined && countsInRollUp(section.type)) {
+      parent.childResult = rollUp(parent.childResult, result.value);
     }
   }
 
@@ -542,12 +617,10 @@ export class SectionTracker {
         'stream ended with sections still open; ending them as abandoned',
       );
       for (const section of open) {
-        job.sections.delete(section.seqNum);
-        job.finished.set(section.seqNum, section.parentSeqNum ?? NO_PARENT);
         const startTime = section.startTime ?? now;
         const stopTime = Math.max(now, startTime);
         const result: SectionResult = { value: 'aborted', reason: 'job ended before the section stopped' };
-        if (TESTCASE_TYPES.has(section.type)) job.counts.aborted += 1;
+        this.settle(job, section, result);
         this.finish(
           job,
           section,
@@ -618,10 +691,14 @@ export class SectionTracker {
   /** Fills in the run's identity and the span ids, then hands the record to the sinks. */
   private deliver(job: JobState, record: FinishedSection, linkSeq: LinkSeq): void {
     const info = this.jobInfo(job);
+    job.delivered = true;
     record.job = info;
     if (record.spanId === '') record.spanId = spanIdFor(info.runId, record.seqNum);
     const link = linkSeq === undefined ? record.parentSeqNum : linkSeq;
-    if (link !== undefined && link !== null && record.seqNum !== job.suiteSeq) {
+    if (record.seqNum === job.suiteSeq) {
+      // The root: a child of the CI's span when the job runs in a traced CI run.
+      record.parentSpanId = info.ci?.parent?.spanId;
+    } else if (link !== undefined && link !== null) {
       // Children stop before their parent: the parent's id is computed once here and kept for its own span.
       const parent = job.sections.get(link);
       if (parent === undefined) record.parentSpanId = spanIdFor(info.runId, link);
@@ -636,7 +713,10 @@ export class SectionTracker {
       const fallback =
         job.earliestTime !== undefined ? new Date(job.earliestTime).toISOString() : job.streamId;
       const runId = runIdFor(jobId, job.suiteStart, fallback);
-      job.info = { jobId, runId, traceId: traceIdFor(runId) };
+      const jobName = job.suiteName ?? jobNameFromId(jobId);
+      job.info = { jobId, jobName, runId, traceId: traceIdFor(runId) };
+      const context = this.contexts.get(job.streamId);
+      if (context !== undefined) applyContext(job.info, context);
     }
     return job.info;
   }
@@ -667,6 +747,26 @@ function isBareRepeat(job: JobState, ended: JobState): boolean {
     suite.seqNum === ended.suiteSeq &&
     (job.suiteId === undefined || job.suiteId === ended.suiteId)
   );
+}
+
+/**
+ * Keeps the job's name from a suite event. pyATS 23.2 (observed): init_testsuite's name is the run id
+ * (`job.2026Dec02_16:18:03.912790`), start_/stop_testsuite's the job's name (`job`); an init name is kept
+ * only when it is not the id, and only until a start_ or stop_ names the job.
+ */
+function noteSuiteName(job: JobState, event: SectionEvent, name: string): void {
+  if (event.phase !== 'init') {
+    job.suiteName = name;
+    job.suiteNamedByStart = true;
+  } else if (name !== (event.id ?? job.suiteId)) {
+    job.suiteName ??= name;
+  }
+}
+
+/** The job's name from a TestSuite id: easypy's run suffix removed, else the id itself. */
+function jobNameFromId(jobId: string): string {
+  const name = jobId.replace(EASYPY_RUN_SUFFIX, '');
+  return name === '' ? jobId : name;
 }
 
 function noteTime(job: JobState, time: number | undefined): void {
@@ -703,6 +803,7 @@ function endOf(
     parentSpanId: undefined,
     type: section.type,
     id: section.id,
+    fullid: section.fullid,
     name: section.name,
     task: section.task,
     testcase: section.testcase,

@@ -1,5 +1,6 @@
 // The typed records that flow through the pipeline: source → normalize → tracker → sinks.
 // Past the normalizer nothing is `unknown`; sinks may trust every field here.
+import type { CiContext } from './ci.js';
 
 /** The seven pyATS result values (not in roll-up order: see ROLLUP_ORDER in results.ts). */
 export const RESULT_VALUES = [
@@ -36,13 +37,20 @@ export interface SectionEvent {
   seqNum: number;
   parentSeqNum?: number;
   id?: string;
+  /**
+   * pyATS's dotted path of ids from the Task down (`ExampleTask.TcPass.test_steps.STEP 1`); a TestSuite's
+   * is its id.
+   */
+  fullid?: string;
   name?: string;
   startTime?: number;
   stopTime?: number;
   /** Seconds, as pyATS reports it. */
   runtime?: number;
+  /** Absent when the stop carried none: pyATS sends none on `stop_task` / `stop_testsuite` (see tracker). */
   result?: SectionResult;
   logfile?: string;
+  /** Only a location in the test script: xrefs into Python's library or pyATS itself are dropped. */
   xref?: CodeLocation;
 }
 
@@ -64,11 +72,27 @@ export type NormalizeOutcome =
   { ok: true; event: SectionEvent } | { ok: false; reason: RejectReason; detail: string };
 
 /** Identity of one pyATS job run, fixed the first time a span needs it (see tracker). */
+/** What a source knows of a stream beyond its events (the job's environment). */
+export interface StreamContext {
+  /** The CI run that started the job (TRACEPARENT and CI variables of the job's environment). */
+  ci?: CiContext;
+}
+
 export interface JobInfo {
-  /** The TestSuite's id (the job name) or `unknown` when the exporter attached mid-job. */
+  /**
+   * The TestSuite's id, or `unknown` when the exporter attached mid-job. Easypy makes it unique per run
+   * (`job.2026Dec02_16:18:03.912790`), so it names one run, never a label value.
+   */
   jobId: string;
+  /**
+   * The job's name (`job`): the TestSuite's name from its start event, else `jobId` without easypy's
+   * timestamp suffix. The bounded-cardinality name the Prometheus `job` label and Pushgateway group use.
+   */
+  jobName: string;
   /** Unique per run: `jobId` plus the suite start time; trace and span ids derive from it. */
   runId: string;
+  /** The CI run the job belongs to; with a TRACEPARENT its trace is the trace id and its span the root's parent. */
+  ci?: CiContext;
   /** 32 lowercase hex chars. */
   traceId: string;
 }
@@ -92,6 +116,7 @@ export interface FinishedSection {
   parentSpanId?: string;
   type: string;
   id?: string;
+  fullid?: string;
   name?: string;
   /** Id of the enclosing Task (or `none` outside any task, `unknown` if its ancestry was never seen). */
   task: string;
@@ -101,6 +126,7 @@ export interface FinishedSection {
   stopTime: number;
   /** Seconds. */
   runtime: number;
+  /** The stop's result, or when it carried none the roll-up of the section's finished children. */
   result: SectionResult;
   logfile?: string;
   xref?: CodeLocation;

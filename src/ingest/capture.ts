@@ -8,7 +8,7 @@
 //   {"v":1,"kind":"end","at":"…","stream":"reporter:5f0c…"}                       the stream ended
 // `at`: when the exporter received it (ISO 8601, UTC, ms). `stream`: the tracker stream id (one per reporter
 // connection, ingest connection or ingest job key); events of one stream are in their original order.
-// `data`: the normalized event in pyATS's own keys — event, type, seq_num, parent_seq_num, id, name,
+// `data`: the normalized event in pyATS's own keys — event, type, seq_num, parent_seq_num, id, fullid, name,
 // starttime / stoptime (epoch milliseconds, fractional), runtime (seconds), result ({value, reason}),
 // logfile, xref ({file, line}) — so `normalize(data)` gives back the identical SectionEvent, in any zone.
 // Replay: for each line in order, `event` → pipeline.ingest(stream, source, data); `end` →
@@ -50,6 +50,7 @@ export function toCaptureData(event: SectionEvent): Record<string, unknown> {
   const data: Record<string, unknown> = { event: event.event, type: event.type, seq_num: event.seqNum };
   if (event.parentSeqNum !== undefined) data['parent_seq_num'] = event.parentSeqNum;
   if (event.id !== undefined) data['id'] = event.id;
+  if (event.fullid !== undefined) data['fullid'] = event.fullid;
   if (event.name !== undefined) data['name'] = event.name;
   // Epoch milliseconds: JSON keeps a double exactly, and the normalizer reads numbers this large as ms.
   if (event.startTime !== undefined) data['starttime'] = event.startTime;

@@ -1,21 +1,36 @@
 // A finished job's pyATS report (`results.json`, or its twin `results.yaml`) → the raw event dicts the live
-// reporter would have sent for it, in the live order, so replay goes through the same normalize → tracker path.
+// reporter would have sent for it, so replay goes through the same normalize → tracker path and gives the
+// spans (ids included) of a live export of the same job.
 //
-// The format, as pyATS documents it (pyATS docs, "Reporter" → "Overview", docs/reporter/overview.rst in
-// CiscoTestAutomation/pyats): `{version: '2', report: <TestSuite>}`. The TestSuite has type, id, name,
-// starttime, stoptime, runtime, summary, ... and `tasks`: a list of Tasks (type, id, name, times, logfile,
-// summary, ... and `sections`). Every other level is a Section: type (CommonSetup, Testcase, TestSection,
-// Step, ...), id, name, starttime, stoptime, runtime, xref {file, line, source_hash}, logs {file, begin,
-// size}, result {value}, and child `sections` (Steps nest). Times are naive local strings
-// (`2019-09-19 19:56:07.603283`). TestSuite and Task carry a summary but no result: theirs is rolled up here.
+// The format. Documented (pyATS docs, "Reporter" → "Overview", docs/reporter/overview.rst in
+// CiscoTestAutomation/pyats): `{version: '2', report: <TestSuite>}`; the TestSuite has type, id, name, times,
+// summary, ... and `tasks`; a Task has type, id, name, times, logfile, summary, ... and `sections`; every
+// other level is a Section: type (CommonSetup, Testcase, TestSection, Step, ...), id, name, times, xref
+// {file, line, source_hash}, logs {file, begin, size}, result {value}, child `sections` (Steps nest); naive
+// local times. Real reports (test/fixtures/real-pyats): pyATS 23.2 writes `version: '3.3'`, times with an
+// offset (`2026-12-02 16:20:14.959792+00:00`), `fullid` / `idlist` on every level, logs {file, begin,
+// begin_lines, size, size_lines}, results as dicts {value, reason?, data?}, and no result on Task or
+// TestSuite; pyATS 25.x writes `'3.4'`, which adds the Task's and the TestSuite's own `result` (easypy rolls
+// them up since 25.1). No version carries seq_nums.
 //
-// Not in the report, so reconstructed: seq_num / parent_seq_num (the live reporter's numbering) are assigned
-// depth-first in start order, the order in which the live reporter first sees each section (init_ or start_),
-// unless every section carries its own `seq_num` (top level or in `extra`). Plugins, which the report does
-// not list (unless a variant puts them among `sections`), consumed live seq_nums: a job that ran reporter-
-// visible plugins replays with shifted span ids. Processors (`processors.pre/post`) are not sections and are
-// skipped. Also accepted: the TestSuite at top level without the `report` wrapper, results as plain strings,
-// times as ISO strings with offsets or epoch numbers (whatever the normalizer takes).
+// What live pyATS 23.2 sends for the same job (recorded): init_testsuite, start_testsuite, init_task,
+// start_task, start_section / stop_section for every section type (Steps included), stop_task,
+// stop_testsuite; init_ events carry identity only and name the section by its id; stop_task / stop_testsuite
+// carry no result. The events made here have those names and, per phase, the keys live events have.
+//
+// Numbering. The reporter numbers a section when it first hears of it (its init_, else its start_), from 1,
+// in the order the events reach it. Verified against real recordings (test/fixtures/real-pyats): sections
+// numbered in order of their earliest start time (a section's own, or an earlier child's: a pre-task plugin
+// runs after its Task's init_), a parent before its children on ties. For a sequential job that is pre-order
+// in start order; for tasks run in parallel it reproduces the interleaved live numbers as long as no two
+// sections of different tasks start closer together than the reporter takes to receive an event. When a
+// section has no start time the report's order is used (pre-order), unless every section carries its own
+// `seq_num` (top level or in `extra`). Plugins, which reports do not list (unless a variant puts them among
+// `sections`), consumed live seq_nums: a job that ran reporter-visible plugins replays with shifted span ids.
+// Processors (`processors.pre/post`) are not sections and are skipped.
+//
+// Also accepted: the TestSuite at top level without the `report` wrapper, results as plain strings, times as
+// ISO strings or epoch numbers (whatever the normalizer takes).
 import { toEpochMs, worstResult, resolveZone, RESULT_VALUES, type ResultValue } from '../events/index.js';
 
 /** A raw event dict, shaped like the live reporter's (DESIGN §1), for Pipeline.ingest. */
@@ -54,50 +69,51 @@ const CHILD_KEYS = ['tasks', 'sections', 'plugins'] as const;
 /** Deeper nesting is a corrupt or hostile file (pyATS Steps nest a handful of levels). */
 const MAX_DEPTH = 256;
 const RESULT_SET: ReadonlySet<string> = new Set(RESULT_VALUES);
-/** Only for ordering siblings: every time in one report has the same zone, so any zone orders them alike. */
+/** Only for ordering: every time in one report has the same zone, so any zone orders them alike. */
 const ORDERING_ZONE = resolveZone('UTC');
+/** The `logs` keys of live events: `{file, begin}` at start, `{file, begin, size}` at stop (pyATS 23.2). */
+const START_LOGS_KEYS = ['file', 'begin'] as const;
+const STOP_LOGS_KEYS = ['file', 'begin', 'size'] as const;
 
 interface ReportNode {
   dict: Record<string, unknown>;
   type: string;
   where: string;
   startMs?: number;
+  /** The earliest start in its subtree: when the reporter had heard of it at the latest. */
+  firstMs?: number;
   children: ReportNode[];
   /** Children that ran before this node started (pre-job / pre-task plugins): they follow its init_. */
   before: ReportNode[];
   after: ReportNode[];
   ownSeq?: number;
   seq?: number;
-  result?: ResultValue;
+  /** Its own valid result value, if the report gives one. */
+  ownResult?: ResultValue;
+  /** It, or a section below it, has a result: the tracker can roll one up from its children. */
+  hasResult: boolean;
 }
 
 /** The events the live reporter would have sent for the job in `doc` (a parsed results.json / results.yaml). */
 export function resultsEvents(doc: unknown, options: ResultsEventsOptions = {}): ResultsEvents {
   const { dict: rootDict, where } = reportRoot(doc);
   const root = buildNode(rootDict, SUITE, where, 0);
-  let count = 0;
-  let allNumbered = true;
-  walk(root, (node) => {
-    count += 1;
-    if (node.ownSeq === undefined) allNumbered = false;
-  });
-  if (allNumbered) {
-    walk(root, (node) => (node.seq = node.ownSeq));
+  const nodes: ReportNode[] = [];
+  preorder(root, nodes);
+  if (nodes.every((node) => node.ownSeq !== undefined)) {
+    for (const node of nodes) node.seq = node.ownSeq;
   } else {
-    let next = options.firstSeqNum ?? 1;
-    // Numbered when first announced: init_ (suite, tasks, anything with plugins before it) or start_.
-    const number = (node: ReportNode): void => {
-      node.seq = next++;
-      for (const child of node.before) number(child);
-      for (const child of node.after) number(child);
-    };
-    number(root);
+    const first = options.firstSeqNum ?? 1;
+    // Array.prototype.sort is stable: on equal times the pre-order (a parent before its children) decides.
+    const announced = nodes.every((node) => node.firstMs !== undefined)
+      ? [...nodes].sort((a, b) => (a.firstMs as number) - (b.firstMs as number))
+      : nodes;
+    announced.forEach((node, index) => (node.seq = first + index));
   }
-  rollUp(root);
   const events: RawEvent[] = [];
   emit(root, undefined, events);
   const jobId = text(rootDict['id']) ?? text(rootDict['name']);
-  return jobId === undefined ? { events, sections: count } : { jobId, events, sections: count };
+  return jobId === undefined ? { events, sections: nodes.length } : { jobId, events, sections: nodes.length };
 }
 
 function reportRoot(doc: unknown): { dict: Record<string, unknown>; where: string } {
@@ -119,12 +135,13 @@ function buildNode(
 ): ReportNode {
   if (depth > MAX_DEPTH) throw new ResultsFormatError(where, `sections nested deeper than ${MAX_DEPTH}`);
   const type = typeof dict['type'] === 'string' && dict['type'] !== '' ? dict['type'] : defaultType;
-  const node: ReportNode = { dict, type, where, children: [], before: [], after: [] };
-  const start = dict['starttime'];
-  const startMs = start === undefined || start === null ? undefined : toEpochMs(start, ORDERING_ZONE);
-  if (startMs !== undefined && Number.isFinite(startMs)) node.startMs = startMs;
+  const node: ReportNode = { dict, type, where, children: [], before: [], after: [], hasResult: false };
+  const startMs = timeMs(dict['starttime']);
+  if (startMs !== undefined) node.startMs = startMs;
   const ownSeq = seqOf(dict);
   if (ownSeq !== undefined) node.ownSeq = ownSeq;
+  const ownResult = resultValueOf(dict['result']);
+  if (ownResult !== undefined) node.ownResult = ownResult;
   for (const key of CHILD_KEYS) {
     const list = dict[key];
     if (list === undefined || list === null) continue;
@@ -140,12 +157,31 @@ function buildNode(
   if (node.children.every((c) => c.startMs !== undefined)) {
     node.children.sort((a, b) => (a.startMs as number) - (b.startMs as number));
   }
+  let firstMs = node.startMs;
   for (const child of node.children) {
     const ranBefore =
       child.startMs !== undefined && node.startMs !== undefined && child.startMs < node.startMs;
     (ranBefore ? node.before : node.after).push(child);
+    if (child.firstMs !== undefined && (firstMs === undefined || child.firstMs < firstMs)) {
+      firstMs = child.firstMs;
+    }
   }
+  if (firstMs !== undefined) node.firstMs = firstMs;
+  node.hasResult = ownResult !== undefined || node.children.some((c) => c.hasResult);
   return node;
+}
+
+/** The order in which the live reporter hears of each node when times cannot tell: init_, before, after. */
+function preorder(node: ReportNode, out: ReportNode[]): void {
+  out.push(node);
+  for (const child of node.before) preorder(child, out);
+  for (const child of node.after) preorder(child, out);
+}
+
+function timeMs(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const ms = toEpochMs(value, ORDERING_ZONE);
+  return ms !== undefined && Number.isFinite(ms) ? ms : undefined;
 }
 
 function seqOf(dict: Record<string, unknown>): number | undefined {
@@ -154,24 +190,19 @@ function seqOf(dict: Record<string, unknown>): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
 }
 
-function walk(node: ReportNode, visit: (node: ReportNode) => void): void {
-  visit(node);
-  for (const child of node.children) walk(child, visit);
-}
-
-/** Each node's result value: its own, else the roll-up of its children (plugins excluded), else its summary. */
-function rollUp(node: ReportNode): void {
-  for (const child of node.children) rollUp(child);
-  const own = resultValueOf(node.dict['result']);
-  if (own !== undefined) {
-    node.result = own;
-    return;
-  }
-  const counted = node.children.filter((c) => c.type !== PLUGIN && c.result !== undefined);
-  const values = counted.map((c) => c.result as ResultValue);
-  const fromSummary = summaryValues(node.dict['summary']);
-  const worst = worstResult(values.length > 0 ? values : fromSummary);
-  if (worst !== undefined) node.result = worst;
+/**
+ * The `result` of a node's stop event. Its own, when the report has one: for sections always; for a Task or
+ * TestSuite only in 3.4 reports, where it is easypy's roll-up of the same children, so the tracker would
+ * come to the same value. Otherwise none, as live pyATS 23.2 sends none on stop_task / stop_testsuite: the
+ * tracker rolls it up from the children exactly as it does live (one roll-up for both paths, and replayed
+ * events equal live ones). Only when nothing below has a result either is the node's `summary` used: the
+ * report then knows more than the children can tell.
+ */
+function stopResult(node: ReportNode): unknown {
+  if (node.ownResult !== undefined) return node.dict['result'];
+  if (node.hasResult) return undefined;
+  const fromSummary = worstResult(summaryValues(node.dict['summary']));
+  return fromSummary === undefined ? undefined : { value: fromSummary };
 }
 
 function summaryValues(summary: unknown): ResultValue[] {
@@ -201,11 +232,11 @@ function emit(node: ReportNode, parent: ReportNode | undefined, out: RawEvent[])
   out.push(eventDict('stop', suffix, node, parent));
 }
 
+/** Live pyATS 23.2 sends `*_section` for every section type, Steps included. */
 function eventSuffix(type: string): string {
   if (type === SUITE) return 'testsuite';
   if (type === TASK) return 'task';
   if (type === PLUGIN) return 'plugin';
-  if (type === 'Step') return 'step';
   return 'section';
 }
 
@@ -219,25 +250,47 @@ function eventDict(
   const event: RawEvent = { event: `${phase}_${suffix}`, type: node.type, seq_num: node.seq };
   if (parent !== undefined) event['parent_seq_num'] = parent.seq;
   copy(dict, event, 'id');
+  copy(dict, event, 'fullid');
+  copy(dict, event, 'idlist');
+  if (phase === 'init') {
+    // pyATS 23.2's init_ names the section by its id (init_testsuite: the run id; start_testsuite: the job).
+    const name = dict['id'] ?? dict['name'];
+    if (hasValue(name)) event['name'] = name;
+    return event;
+  }
   copy(dict, event, 'name');
-  if (phase === 'init') return event;
   copy(dict, event, 'starttime');
   const logs = dict['logs'];
+  // Live start_section / start_task give the log's absolute path in the runinfo directory, which the report
+  // does not record; its file name is what it has (and what live stop_task gives).
   const logfile = dict['logfile'] ?? (isObject(logs) ? logs['file'] : undefined);
-  if (logfile !== undefined && logfile !== null) event['logfile'] = logfile;
+  if (hasValue(logfile)) event['logfile'] = logfile;
   copy(dict, event, 'xref');
-  if (phase === 'start') return event;
+  if (phase === 'start') {
+    copyLogs(logs, event, START_LOGS_KEYS);
+    return event;
+  }
   copy(dict, event, 'stoptime');
-  // The report rounds runtime (0.0 for anything under 5 ms); the two times give the exact duration, as live.
+  // The report may round runtime (0.0 for anything under 5 ms); the two times give the exact duration, as live.
   const runtime = exactRuntime(dict['starttime'], dict['stoptime'], dict['runtime']);
   if (runtime !== undefined) event['runtime'] = runtime;
   else if (!hasValue(dict['starttime']) || !hasValue(dict['stoptime'])) copy(dict, event, 'runtime');
-  copy(dict, event, 'logs');
-  const result = dict['result'];
-  if (result !== undefined && result !== null && resultValueOf(result) !== undefined)
-    event['result'] = result;
-  else if (node.result !== undefined) event['result'] = { value: node.result };
+  copyLogs(logs, event, STOP_LOGS_KEYS);
+  const result = stopResult(node);
+  if (result !== undefined) event['result'] = result;
   return event;
+}
+
+/** The report's `logs` cut to the keys live events carry in that phase (begin_lines / size_lines are not). */
+function copyLogs(logs: unknown, to: RawEvent, keys: readonly string[]): void {
+  if (!hasValue(logs)) return;
+  if (!isObject(logs)) {
+    to['logs'] = logs;
+    return;
+  }
+  const cut: Record<string, unknown> = {};
+  for (const key of keys) if (hasValue(logs[key])) cut[key] = logs[key];
+  to['logs'] = cut;
 }
 
 const TIME_TEXT =

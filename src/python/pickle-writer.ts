@@ -16,6 +16,13 @@ export type PickleProtocol = 2 | 3 | 4 | 5;
 export interface PickleOptions {
   /** Pickle protocol; default 4 (CPython's default since 3.8). */
   protocol?: PickleProtocol;
+  /**
+   * Memoize strings, lists and dicts as CPython's default pickler does (MEMOIZE from protocol 4, BINPUT
+   * below), so a request to the reporter is byte for byte what pyATS's own client sends. Values are never
+   * looked up in the memo: a repeated value is written again, which CPython would write as a memo get.
+   * Default false (fast mode, as the demo reporter's events).
+   */
+  memoize?: boolean;
 }
 
 export type PickleWriteErrorCode = 'unsupported_value' | 'cycle' | 'bad_protocol';
@@ -66,6 +73,9 @@ const LONG1 = 0x8a;
 const LONG4 = 0x8b;
 const PROTO = 0x80;
 const FRAME = 0x95;
+const MEMOIZE = 0x94;
+const BINPUT = 0x71; // q
+const LONG_BINPUT = 0x72; // r
 
 // CPython's pickler writes list/dict items in batches of this many.
 const BATCH_SIZE = 1000;
@@ -157,8 +167,26 @@ function timedeltaParts(totalSeconds: number): [number, number, number] {
 class Pickler {
   private readonly out = new ByteSink();
   private readonly open = new Set<object>();
+  private memoized = 0;
 
-  constructor(private readonly protocol: PickleProtocol) {}
+  constructor(
+    private readonly protocol: PickleProtocol,
+    private readonly memoize: boolean,
+  ) {}
+
+  private memo(): void {
+    if (!this.memoize) return;
+    if (this.protocol >= 4) {
+      this.out.byte(MEMOIZE);
+    } else if (this.memoized < 0x100) {
+      this.out.byte(BINPUT);
+      this.out.byte(this.memoized);
+    } else {
+      this.out.byte(LONG_BINPUT);
+      this.out.uint(this.memoized, 4);
+    }
+    this.memoized++;
+  }
 
   dump(value: PyValue): Uint8Array {
     this.save(value);
@@ -206,6 +234,7 @@ class Pickler {
     if (value instanceof Uint8Array) return this.saveBytes(value);
     if (Array.isArray(value)) {
       this.out.byte(EMPTY_LIST);
+      this.memo();
       return this.saveItems(value);
     }
     if (value instanceof PyDateTime) return this.saveDateTime(value);
@@ -221,6 +250,7 @@ class Pickler {
     if (value instanceof PyObject) return this.saveInstance(value);
     if (isPyDict(value)) {
       this.out.byte(EMPTY_DICT);
+      this.memo();
       return this.saveDictItems(value);
     }
     const kind = (value as object).constructor?.name ?? 'object';
@@ -268,6 +298,7 @@ class Pickler {
       this.out.uint(data.length, 8);
     }
     this.out.bytes(data);
+    this.memo();
   }
 
   private saveBytes(data: Uint8Array): void {
@@ -426,11 +457,11 @@ function latin1Text(data: Uint8Array): string {
   return text;
 }
 
-/** Pickles `value` like CPython's `pickle.dumps(value, protocol)` would, without memoization. */
+/** Pickles `value` like CPython's `pickle.dumps(value, protocol)` would (memoizing only if asked). */
 export function pickle(value: PyValue, options: PickleOptions = {}): Uint8Array {
   const protocol = options.protocol ?? 4;
   if (![2, 3, 4, 5].includes(protocol)) {
     throw new PickleWriteError('bad_protocol', `unsupported pickle protocol ${String(protocol)}`);
   }
-  return new Pickler(protocol).dump(value);
+  return new Pickler(protocol, options.memoize ?? false).dump(value);
 }

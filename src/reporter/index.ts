@@ -1,14 +1,25 @@
-// The pyATS reporter socket source: frames, the subscriber of one socket, discovery of sockets under a
+// The pyATS reporter socket source: framing, the request protocol, the subscriber of one socket, discovery of sockets under a
 // runinfo tree, and the decode thread that can run subscribers off the main thread.
 export {
+  FRAME_FORMATS,
   FrameError,
+  FrameFormatError,
   FrameReader,
-  HeaderFormatError,
-  detectHeader,
+  detectFormat,
   encodeFrame,
-  parseHeaderFormat,
-  type HeaderFormat,
+  parseFrameFormat,
+  type FrameFormat,
 } from './framing.js';
+export {
+  childIds,
+  describeValue,
+  encodeRequest,
+  replyError,
+  snapshotEvents,
+  type ReporterRequest,
+} from './protocol.js';
+export { ReporterProtocolError, fetchSnapshot } from './snapshot.js';
+export { readRunContext } from './runinfo.js';
 export {
   ReporterSubscriber,
   type ConnectionInfo,

@@ -1,11 +1,15 @@
-// Subscribes to one pyATS reporter socket: waits for the path to appear, connects, sends the subscribe
-// request, hands each decoded frame to the handlers, and reconnects with backoff whenever it goes away.
+// Subscribes to one pyATS reporter socket: waits for the path to appear, connects, subscribes as pyATS's
+// ReportClient does (`subscribe_client`, reply None), fetches what the job already ran (snapshot.ts),
+// hands each event to the handlers, and reconnects with backoff whenever the socket goes away.
 import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import net from 'node:net';
 import type { Logger } from '../log.js';
 import { HOLD_POLL_MS, yieldAfterChunk } from '../pacing.js';
-import { FrameError, FrameReader, encodeFrame, type HeaderFormat } from './framing.js';
+import { isPyDict, type PyValue } from '../python/index.js';
+import { FrameError, FrameReader, type FrameFormat } from './framing.js';
+import { describeValue, encodeRequest, replyError, type SnapshotEvent } from './protocol.js';
+import { ReporterProtocolError, fetchSnapshot } from './snapshot.js';
 
 export interface ConnectionInfo {
   /** Unique per connection (a new one after every reconnect). */
@@ -23,8 +27,9 @@ export interface SubscriberHandlers {
   /** One decoded frame. */
   event(conn: ConnectionInfo, value: unknown): void;
   /**
-   * `decode_error` (the connection is kept), `truncated_frame` (at end of stream), or a `FrameError` code
-   * (`frame_too_large`, `undetectable_header`: the connection is reset).
+   * `decode_error` (the connection is kept), `truncated_frame` (at end of stream), `attach_failed` (what
+   * ran before the exporter attached could not be fetched; live events go on), `subscribe_refused` or a
+   * `FrameError` code (`frame_too_large`, `undetectable_header`, `bad_chunk_header`: the connection is reset).
    */
   frameRejected(conn: ConnectionInfo, code: string, detail: string): void;
   disconnected(conn: ConnectionInfo, reason: DisconnectReason): void;
@@ -33,13 +38,15 @@ export interface SubscriberHandlers {
 export interface ReporterSubscriberOptions {
   /** The reporter.sock path; may be a symlink, may not exist yet. */
   path: string;
-  /** Size-prefix format of incoming frames, or `'auto'` to detect it per connection. */
-  header: HeaderFormat | 'auto';
-  /** How to frame the outgoing subscribe request (the wire format is undocumented). */
-  requestHeader: HeaderFormat;
-  /** Already-pickled request, sent once right after connecting; null sends nothing. */
-  subscribeRequest: Uint8Array | null;
+  /**
+   * Framing of the requests sent (`chunked` for pyATS 23.x); what the reporter sends is detected per
+   * connection whatever this says.
+   */
+  frameFormat: FrameFormat;
+  /** A message over this many bytes (all its chunks) is refused and the connection reset. */
   maxFrameBytes: number;
+  /** Fetching what already ran when attaching: per-request timeout and the most sections fetched. */
+  attach: { timeoutMs: number; maxSections: number };
   /** How often to look for the path while it does not exist. */
   pollIntervalMs: number;
   /** Delay before reconnecting after a drop or a failed connect: doubles per failure, jittered, capped. */
@@ -58,11 +65,14 @@ export interface ReporterSubscriberOptions {
 /** How to talk to a reporter socket: the part of the options that is configuration, not wiring. */
 export type ReporterSocketOptions = Pick<
   ReporterSubscriberOptions,
-  'header' | 'requestHeader' | 'subscribeRequest' | 'maxFrameBytes' | 'pollIntervalMs' | 'backoff'
+  'frameFormat' | 'maxFrameBytes' | 'attach' | 'pollIntervalMs' | 'backoff'
 >;
 
 /** `idle` until start(); `stopped` after stop(). */
 export type SubscriberState = 'idle' | 'waiting' | 'connecting' | 'connected' | 'backoff' | 'stopped';
+
+/** The first message of a connection is the reply to subscribe_client: `None`, or a short refusal. */
+export const MAX_REPLY_BYTES = 64 * 1024;
 
 // A stale socket file (job ended) or a path removed between stat and connect: expected, not worth a warning.
 const ROUTINE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT']);
@@ -76,13 +86,20 @@ interface Connection {
   reset: boolean;
   /** The socket was still open when stop() destroyed it. */
   stopped: boolean;
-  /** At least one frame decoded: the peer really is a reporter. */
+  /** The reporter accepted the subscription: the peer really is a reporter. */
   delivered: boolean;
+  /**
+   * `reply`: waiting for the answer to subscribe_client; `snapshot`: fetching what already ran, the socket
+   * not read meanwhile (so the reporter holds the live events, in order); `live`: events go to the handlers.
+   */
+  phase: 'reply' | 'snapshot' | 'live';
+  /** Continues the delivery parked while the snapshot is fetched. */
+  resume: (() => void) | undefined;
+  /** seq_nums the snapshot started and stopped: the live events repeating them are dropped. */
+  snapshotStarted: Set<number>;
+  snapshotStopped: Set<number>;
   /** The peer closed its side: nothing more to ask it. */
   ended: boolean;
-  /** Any byte arrived from the peer. */
-  received: boolean;
-  requestTimer: NodeJS.Timeout | undefined;
   error: NodeJS.ErrnoException | undefined;
   closed: Promise<void>;
   /**
@@ -91,9 +108,6 @@ interface Connection {
    */
   undelivered: { afterwards: (() => void)[] } | undefined;
 }
-
-/** How long a new connection waits for the reporter to speak before sending the subscribe request. */
-const REQUEST_QUIET_MS = 50;
 
 export class ReporterSubscriber {
   private current: SubscriberState = 'idle';
@@ -172,20 +186,22 @@ export class ReporterSubscriber {
   }
 
   private connect(): void {
-    const { path, header, maxFrameBytes } = this.options;
+    const { path, maxFrameBytes } = this.options;
     this.current = 'connecting';
     const socket = net.createConnection({ path });
     let closedResolve: () => void = () => undefined;
     const connection: Connection = {
       socket,
       info: undefined,
-      reader: new FrameReader({ header, maxFrameBytes }),
+      reader: new FrameReader({ format: 'auto', maxFrameBytes, maxFirstFrameBytes: MAX_REPLY_BYTES }),
       reset: false,
       stopped: false,
       delivered: false,
+      phase: 'reply',
+      resume: undefined,
+      snapshotStarted: new Set(),
+      snapshotStopped: new Set(),
       ended: false,
-      received: false,
-      requestTimer: undefined,
       error: undefined,
       closed: new Promise((resolve) => (closedResolve = resolve)),
       undelivered: undefined,
@@ -199,7 +215,6 @@ export class ReporterSubscriber {
     });
     socket.on('error', (err: NodeJS.ErrnoException) => (connection.error ??= err));
     socket.on('close', () => {
-      clearTimeout(connection.requestTimer);
       this.afterDelivery(connection, () => {
         this.onClose(connection);
         closedResolve();
@@ -208,31 +223,120 @@ export class ReporterSubscriber {
   }
 
   private onConnect(connection: Connection): void {
-    const { path, subscribeRequest, requestHeader, logger, handlers } = this.options;
+    const { path, frameFormat, logger, handlers } = this.options;
     if (this.current === 'stopped') return;
     const info: ConnectionInfo = { id: randomUUID(), path, connectedAt: Date.now() };
     connection.info = info;
     this.current = 'connected';
     logger.debug({ path, connection: info.id }, 'connected to reporter socket');
     this.guard('connected', () => handlers.connected(info));
-    if (!subscribeRequest) return;
-    // The request goes out only if the reporter stays quiet for REQUEST_QUIET_MS: a server that needs it
-    // sends nothing until asked, and one that streams unprompted does not need it. Writing to a reporter
-    // that already sent everything and closed would fail with EPIPE, and Node would then destroy the
-    // socket with the events still unread in the kernel buffer. The setImmediate puts a poll phase (which
-    // reads what arrived) between the timer and the check.
-    connection.requestTimer = setTimeout(
-      () =>
-        setImmediate(() => {
-          if (connection.received || connection.ended || connection.socket.destroyed) return;
-          connection.socket.write(encodeFrame(subscribeRequest, requestHeader));
-        }),
-      REQUEST_QUIET_MS,
+    // ReportClient.subscribe(): one request on a connection of its own, nothing before it.
+    connection.socket.write(encodeRequest({ name: 'subscribe_client' }, frameFormat));
+  }
+
+  /** The first message of a connection answers subscribe_client: None, or the reason it was refused. */
+  private onReply(connection: Connection, info: ConnectionInfo, reply: PyValue): void {
+    const { logger, handlers, path } = this.options;
+    if (reply === null) {
+      connection.delivered = true;
+      logger.debug({ path, connection: info.id }, 'reporter accepted the subscription');
+      this.attach(connection, info);
+      return;
+    }
+    const error = replyError(reply);
+    const detail =
+      error !== undefined
+        ? `reporter refused subscribe_client: ${error}`
+        : `reporter answered subscribe_client with ${describeValue(reply)}, not None (not a pyATS reporter, or a version that speaks otherwise)`;
+    logger.warn({ path, connection: info.id, detail }, 'reporter refused the subscription; reconnecting');
+    this.guard('frameRejected', () => handlers.frameRejected(info, 'subscribe_refused', detail));
+    connection.reset = true;
+    connection.socket.destroy();
+  }
+
+  /**
+   * Fetches what the job already ran, reading no live event until it is in (so a section's snapshot start
+   * comes before its live stop), then hands both over with the live repeats of the snapshot dropped.
+   */
+  private attach(connection: Connection, info: ConnectionInfo): void {
+    const { path, frameFormat, maxFrameBytes, decode, attach, logger, handlers } = this.options;
+    connection.phase = 'snapshot';
+    connection.undelivered ??= { afterwards: [] };
+    const goLive = (): void => {
+      connection.phase = 'live';
+      const resume = connection.resume;
+      connection.resume = undefined;
+      if (resume !== undefined) resume();
+      else this.delivered(connection);
+    };
+    fetchSnapshot({ path, format: frameFormat, maxFrameBytes, decode, ...attach }).then(
+      (snapshot) => {
+        if (snapshot.truncated) {
+          logger.warn(
+            { path, connection: info.id, max: attach.maxSections },
+            'job already ran more sections than are fetched on attach; the rest come only as they stop',
+          );
+        }
+        if (snapshot.events.length > 0) {
+          logger.info(
+            { path, connection: info.id, events: snapshot.events.length },
+            'attached mid-job: replaying what already ran',
+          );
+        }
+        for (const { seqNum, phase } of snapshot.events) {
+          (phase === 'start' ? connection.snapshotStarted : connection.snapshotStopped).add(seqNum);
+        }
+        this.handSnapshot(connection, info, snapshot.events, 0, goLive);
+      },
+      (err: Error) => {
+        const detail = `cannot fetch what the job already ran: ${err.message}`;
+        if (err instanceof ReporterProtocolError && err.code === 'closed') {
+          // The reporter went away (a job that ended as the exporter attached): its live stream is all there is.
+          logger.info({ path, connection: info.id, detail }, 'reporter closed before the attach snapshot');
+          goLive();
+          return;
+        }
+        logger.warn(
+          { path, connection: info.id, detail },
+          'attached without the job so far; following live events',
+        );
+        this.guard('frameRejected', () => handlers.frameRejected(info, 'attach_failed', detail));
+        goLive();
+      },
     );
   }
 
+  /** Hands over the snapshot's events from `from` on, held by read backpressure like live events. */
+  private handSnapshot(
+    connection: Connection,
+    info: ConnectionInfo,
+    events: readonly SnapshotEvent[],
+    from: number,
+    then: () => void,
+  ): void {
+    const { handlers, holdWhile } = this.options;
+    for (let i = from; i < events.length && !this.halted(connection); i++) {
+      if (holdWhile?.() === true) {
+        setTimeout(() => this.handSnapshot(connection, info, events, i, then), HOLD_POLL_MS);
+        return;
+      }
+      const { event } = events[i]!;
+      this.guard('event', () => handlers.event(info, event));
+    }
+    then();
+  }
+
+  private halted(connection: Connection): boolean {
+    return connection.stopped || connection.reset || this.current === 'stopped';
+  }
+
+  /** A live event, unless it repeats what the snapshot already handed over. */
+  private handOver(connection: Connection, info: ConnectionInfo, value: PyValue): void {
+    if (connection.snapshotStarted.size > 0 && repeatsSnapshot(connection, value)) return;
+    this.guard('event', () => this.options.handlers.event(info, value));
+  }
+
   private onData(connection: Connection, chunk: Uint8Array): void {
-    connection.received = true;
     const info = connection.info;
     if (!info || connection.reset || connection.socket.destroyed) return;
     let frames: Uint8Array[];
@@ -262,8 +366,13 @@ export class ReporterSubscriber {
     for (let i = from; i < frames.length; i++) {
       // A handler may have stopped the subscriber, or a framing error reset the connection: deliver nothing
       // more. A peer that closed meanwhile still gets what it sent.
-      if (connection.stopped || connection.reset || this.current === 'stopped') {
+      if (this.halted(connection)) {
         this.delivered(connection);
+        return;
+      }
+      if (connection.phase === 'snapshot') {
+        connection.socket.pause();
+        connection.resume = () => this.deliver(connection, info, frames, i, failure);
         return;
       }
       if (holdWhile?.() === true) {
@@ -273,17 +382,17 @@ export class ReporterSubscriber {
         return;
       }
       const frame = frames[i]!;
-      let value: unknown;
+      let value: PyValue;
       try {
-        value = decode(frame);
+        value = decode(frame) as PyValue;
       } catch (err) {
         const detail = err instanceof Error ? err.message : String(err);
         logger.debug({ connection: info.id, detail }, 'undecodable reporter frame skipped');
         this.guard('frameRejected', () => handlers.frameRejected(info, 'decode_error', detail));
         continue;
       }
-      connection.delivered = true;
-      this.guard('event', () => handlers.event(info, value));
+      if (connection.phase === 'reply') this.onReply(connection, info, value);
+      else this.handOver(connection, info, value);
     }
     this.delivered(connection);
     if (connection.socket.destroyed || this.current === 'stopped') return;
@@ -308,6 +417,8 @@ export class ReporterSubscriber {
   }
 
   private delivered(connection: Connection): void {
+    // While the snapshot is fetched, the end of the stream waits for it (attach() calls this when done).
+    if (connection.phase === 'snapshot') return;
     const waiting = connection.undelivered;
     connection.undelivered = undefined;
     for (const then of waiting?.afterwards ?? []) then();
@@ -370,4 +481,15 @@ export class ReporterSubscriber {
       );
     }
   }
+}
+
+/** A live init_/start_ of a section the snapshot started, or a stop of one it stopped. */
+function repeatsSnapshot(connection: Connection, value: PyValue): boolean {
+  if (!isPyDict(value)) return false;
+  const seqNum = value['seq_num'];
+  const event = value['event'];
+  if (typeof seqNum !== 'number' || typeof event !== 'string') return false;
+  return event.startsWith('stop_')
+    ? connection.snapshotStopped.has(seqNum)
+    : connection.snapshotStarted.has(seqNum);
 }

@@ -2,7 +2,7 @@
 // around them (connections, rejections), in order, as batches of numbers plus interned strings.
 //
 // Why not postMessage the events themselves: structured clone costs ~2 µs per event-sized object, as much as
-// decoding it. Here an event is 18 doubles, and each distinct string (section types, ids, names, log files,
+// decoding it. Here an event is 19 doubles, and each distinct string (section types, ids, names, log files,
 // which repeat heavily) crosses once; the main thread rebuilds the event from a string table.
 import { RESULT_VALUES, type SectionEvent, type EventPhase } from '../events/index.js';
 
@@ -26,7 +26,7 @@ export interface SourceBatch {
 
 const OP_EVENT = 1;
 const OP_CONTROL = 2;
-const EVENT_SLOTS = 18;
+const EVENT_SLOTS = 19;
 const NONE = -1;
 const PHASES: readonly EventPhase[] = ['init', 'start', 'stop'];
 const PHASE_CODE: Readonly<Record<EventPhase, number>> = { init: 0, start: 1, stop: 2 };
@@ -77,6 +77,7 @@ export class SourceBatchWriter {
     n[at + 15] = e.xref === undefined ? 0 : 1;
     n[at + 16] = this.optional(e.xref?.file);
     n[at + 17] = e.xref?.line ?? Number.NaN;
+    n[at + 18] = this.optional(e.fullid);
   }
 
   control(op: ControlOp): void {
@@ -189,6 +190,8 @@ export class SourceBatchReader {
       if (file !== NONE) e.xref.file = this.string(file);
       if (!Number.isNaN(line)) e.xref.line = line;
     }
+    const fullid = n[at + 18]!;
+    if (fullid !== NONE) e.fullid = this.string(fullid);
     return e;
   }
 

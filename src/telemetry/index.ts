@@ -6,6 +6,7 @@ export { ExporterHealth, registerProcessMetrics } from './health.js';
 export { isSelfRendering } from './series.js';
 export { PushgatewayPublisher } from './pushgateway.js';
 export { SpanSink } from './spans.js';
+export { JobLogSink } from './job-log.js';
 export {
   TracingConfigError,
   baseResource,

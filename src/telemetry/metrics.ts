@@ -1,10 +1,15 @@
 // The Prometheus sink: turns finished sections and job summaries into metric series (series.ts), with label
 // cardinality bounded (cardinality.ts) and trace exemplars on section durations.
 // Metric names and labels are a public contract (DESIGN §3); alerts and dashboards depend on them.
+// The `job` label is the job's name (JobInfo.jobName), never its id: easypy makes the id unique per run.
+// Per testcase it also keeps what PromQL needs to see history between runs of a job: the previous result,
+// the pass/fail flips and the latest duration (deploy/prometheus/rules alert on new failures, flaky testcases
+// and slowdowns from them).
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../errors.js';
 import {
   CardinalityGuard,
+  OTHER_LABEL_VALUE,
   type GuardedChildren,
   type LabelLimits,
   type LabelStats,
@@ -54,7 +59,10 @@ export interface MetricsSinkOptions {
 export interface CardinalityReport {
   /** Admitted values per guarded (metric, label). */
   labels: LabelStats[];
-  /** Cached label children per metric: one per series (seven series for a `*_last_result` child). */
+  /**
+   * Cached label children per metric: one per series, except `pyats_testcase_last_result` (one per testcase:
+   * its seven last-result series and its history series) and `pyats_job_last_result` (seven series).
+   */
   children: Record<string, number>;
   /** `job` values with in-progress series now. */
   inProgressJobs: number;
@@ -67,6 +75,55 @@ type LastResultChildren = Record<ResultValue, ScalarSeries>;
 
 function setLastResult(children: LastResultChildren, result: ResultValue): void {
   for (const value of RESULT_VALUES) children[value].value = value === result ? 1 : 0;
+}
+
+/** A run's verdict, as OpenTelemetry's `test.case.result.status` has it; skipped and blocked have none. */
+type Verdict = 'pass' | 'fail';
+
+/**
+ * The verdict a flip is counted on. An abandoned section's result is the exporter's (the job or the exporter
+ * stopped), not pyATS's verdict, so it has none — unlike on spans, where it is shown as a failure.
+ */
+function verdictOf(section: FinishedSection): Verdict | undefined {
+  if (section.incomplete) return undefined;
+  switch (section.result.value) {
+    case 'passed':
+    case 'passx':
+      return 'pass';
+    case 'failed':
+    case 'errored':
+    case 'aborted':
+      return 'fail';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Everything kept for one testcase (job, task, testcase), in one guarded child so the per-stop path makes one
+ * lookup: its last-result series and its history between runs. A testcase past the label cap (`__other__`)
+ * shares its child with every other such testcase, so it keeps no history: a change between two different
+ * testcases' runs says nothing. History series are made on first use, so a testcase run once adds none.
+ */
+class TestcaseSeries {
+  /** Result of the latest run: becomes `previous` at the next run. */
+  result: ResultValue | undefined = undefined;
+  /** Verdict of the latest run that had one: skipped, blocked and abandoned runs leave it as it was. */
+  verdict: Verdict | undefined = undefined;
+  /** `pyats_testcase_previous_result`, from the second run. */
+  previous: LastResultChildren | undefined = undefined;
+  /** `pyats_testcase_result_flips_total`, from the first flip (already at 1, as other labelled counters). */
+  flips: ScalarSeries | undefined = undefined;
+  /** `pyats_testcase_last_duration_seconds`, from the first run with a verdict. */
+  duration: ScalarSeries | undefined = undefined;
+
+  constructor(
+    /** The admitted `job`, `task`, `testcase` values. */
+    readonly labelValues: readonly string[],
+    readonly last: LastResultChildren,
+    /** False for `__other__`. */
+    readonly keepsHistory: boolean,
+  ) {}
 }
 
 interface InProgressJob {
@@ -95,7 +152,10 @@ export class MetricsSink implements SectionSink {
   private readonly sectionDuration: GuardedChildren<HistogramSeries>;
   private readonly exemplars: boolean;
   private readonly testcaseResults: GuardedChildren<ScalarSeries>;
-  private readonly testcaseLastResult: GuardedChildren<LastResultChildren>;
+  private readonly testcases: GuardedChildren<TestcaseSeries>;
+  private readonly testcasePreviousResult: ScalarFamily;
+  private readonly testcaseFlips: ScalarFamily;
+  private readonly testcaseLastDuration: ScalarFamily;
   private readonly sectionsAbandoned: GuardedChildren<ScalarSeries>;
   private readonly jobRuns: GuardedChildren<ScalarSeries>;
   private readonly jobDuration: GuardedChildren<HistogramSeries>;
@@ -163,11 +223,45 @@ export class MetricsSink implements SectionSink {
       labelNames: testcaseLabels,
       type: 'gauge',
     }).register(registry);
-    this.testcaseLastResult = guard.children(
+    this.testcasePreviousResult = new ScalarFamily({
+      name: 'pyats_testcase_previous_result',
+      help: "1 for the result of the testcase's run before its latest, 0 for the other result values.",
+      labelNames: testcaseLabels,
+      type: 'gauge',
+    }).register(registry);
+    const testcaseKey = ['job', 'task', 'testcase'];
+    this.testcaseFlips = new ScalarFamily({
+      name: 'pyats_testcase_result_flips_total',
+      help:
+        "Changes of a testcase's verdict between pass (passed, passx) and fail (failed, errored, aborted) from " +
+        'one run of its job to the next; skipped, blocked and abandoned runs have no verdict and do not count.',
+      labelNames: testcaseKey,
+      type: 'counter',
+    }).register(registry);
+    this.testcaseLastDuration = new ScalarFamily({
+      name: 'pyats_testcase_last_duration_seconds',
+      help: "Runtime of the testcase's latest run that passed or failed, as pyATS reports it.",
+      labelNames: testcaseKey,
+      type: 'gauge',
+    }).register(registry);
+    // One guarded child per testcase for all its per-testcase gauges and history, admitted (and overflowing,
+    // and expiring) together under the last-result metric's limits, so none of them can disagree on which
+    // testcases are `__other__`.
+    this.testcases = guard.children(
       'pyats_testcase_last_result',
-      ['job', 'task', 'testcase'],
-      (values) => lastResultChildren(testcaseLastResult, values),
-      (values) => removeLastResult(testcaseLastResult, values),
+      testcaseKey,
+      (values) =>
+        new TestcaseSeries(
+          values,
+          lastResultChildren(testcaseLastResult, values),
+          !values.includes(OTHER_LABEL_VALUE),
+        ),
+      (values) => {
+        removeLastResult(testcaseLastResult, values);
+        removeLastResult(this.testcasePreviousResult, values);
+        this.testcaseFlips.remove(values);
+        this.testcaseLastDuration.remove(values);
+      },
     );
 
     this.inProgressFamily = new ScalarFamily({
@@ -225,7 +319,7 @@ export class MetricsSink implements SectionSink {
     const runId = section.job.runId;
     let jobLabel = this.inProgressLabelOfRun.get(runId);
     if (jobLabel === undefined) {
-      jobLabel = this.inProgressJobs.admit(section.job.jobId, 0);
+      jobLabel = this.inProgressJobs.admit(section.job.jobName, 0);
       this.inProgressLabelOfRun.set(runId, jobLabel);
     }
     let job = this.inProgress.get(jobLabel);
@@ -244,16 +338,16 @@ export class MetricsSink implements SectionSink {
   }
 
   sectionFinished(section: FinishedSection): void {
-    const jobId = section.job.jobId;
+    const job = section.job.jobName;
     const { task, type } = section;
     const result = section.result.value;
 
-    this.sectionResults.get(jobId, task, type, result).value += 1;
+    this.sectionResults.get(job, task, type, result).value += 1;
     // A runtime the tracker could not make sense of is skipped rather than thrown on: sinks must not throw.
     const runtime = section.runtime;
     if (Number.isFinite(runtime) && runtime >= 0) {
       this.sectionDuration
-        .get(jobId, task, type, result)
+        .get(job, task, type, result)
         .observe(
           runtime,
           this.exemplars ? { trace_id: section.job.traceId, span_id: section.spanId } : undefined,
@@ -262,11 +356,15 @@ export class MetricsSink implements SectionSink {
 
     if (TESTCASE_TYPES.has(type)) {
       const testcase = section.id ?? section.name ?? 'unknown';
-      this.testcaseResults.get(jobId, task, testcase, result).value += 1;
-      setLastResult(this.testcaseLastResult.get(jobId, task, testcase), result);
+      this.testcaseResults.get(job, task, testcase, result).value += 1;
+      const series = this.testcases.get(job, task, testcase);
+      const previous = series.result;
+      setLastResult(series.last, result);
+      series.result = result;
+      if (series.keepsHistory) this.noteRun(series, section, previous);
     }
 
-    if (section.incomplete) this.sectionsAbandoned.get(jobId, type).value += 1;
+    if (section.incomplete) this.sectionsAbandoned.get(job, type).value += 1;
 
     if (section.started) {
       const jobLabel = this.inProgressLabelOfRun.get(section.job.runId);
@@ -281,17 +379,17 @@ export class MetricsSink implements SectionSink {
   }
 
   jobFinished(summary: JobSummary): void {
-    const jobId = summary.job.jobId;
+    const job = summary.job.jobName;
 
-    this.jobRuns.get(jobId, summary.result).value += 1;
-    setLastResult(this.jobLastResult.get(jobId), summary.result);
-    this.jobLastCompletion.get(jobId).value = summary.stopTime / 1000;
+    this.jobRuns.get(job, summary.result).value += 1;
+    setLastResult(this.jobLastResult.get(job), summary.result);
+    this.jobLastCompletion.get(job).value = summary.stopTime / 1000;
 
     const runtime =
       summary.runtime ??
       (summary.startTime !== undefined ? (summary.stopTime - summary.startTime) / 1000 : undefined);
     if (runtime !== undefined && Number.isFinite(runtime) && runtime >= 0) {
-      this.jobDuration.get(jobId).observe(runtime);
+      this.jobDuration.get(job).observe(runtime);
     }
 
     const c = summary.counts;
@@ -299,11 +397,35 @@ export class MetricsSink implements SectionSink {
     // A run without testcases (e.g. it died in a pre-job plugin) has no success rate: 0/0 is neither 0% nor
     // 100%, so the gauge keeps its previous value (or stays absent) instead of raising or silencing alerts.
     if (total > 0) {
-      this.jobSuccessRatio.get(jobId).value = (c.passed + c.passx + c.skipped) / total;
+      this.jobSuccessRatio.get(job).value = (c.passed + c.passx + c.skipped) / total;
     }
 
     this.releaseInProgress(summary);
     this.guard.sweep();
+  }
+
+  /**
+   * A testcase's history between runs: the run before this one's result, a flip when this run's verdict is
+   * not the last verdict seen, and the runtime of runs that have a verdict (a skipped or blocked testcase
+   * takes no time, which would drag its usual duration down).
+   */
+  private noteRun(series: TestcaseSeries, section: FinishedSection, previous: ResultValue | undefined): void {
+    if (previous !== undefined) {
+      series.previous ??= lastResultChildren(this.testcasePreviousResult, series.labelValues);
+      setLastResult(series.previous, previous);
+    }
+    const verdict = verdictOf(section);
+    if (verdict === undefined) return;
+    if (series.verdict !== undefined && series.verdict !== verdict) {
+      series.flips ??= this.testcaseFlips.child(series.labelValues);
+      series.flips.value += 1;
+    }
+    series.verdict = verdict;
+    const runtime = section.runtime;
+    if (Number.isFinite(runtime) && runtime >= 0) {
+      series.duration ??= this.testcaseLastDuration.child(series.labelValues);
+      series.duration.value = runtime;
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 // Pushgateway mode: keeps each open job run's metrics in a private registry and, when the run ends, PUTs them
-// to a Prometheus Pushgateway grouped by `job` (the pyATS job) and `instance`. Retries are bounded; a push
+// to a Prometheus Pushgateway grouped by `job` (the pyATS job's name) and `instance`. Retries are bounded; a push
 // that fails is logged and counted, never thrown into the pipeline.
 import http from 'node:http';
 import https from 'node:https';
@@ -157,7 +157,8 @@ export class PushgatewayPublisher implements SectionSink {
     this.runs.delete(summary.job.runId);
     run.sink.jobFinished(summary);
 
-    const group = this.group(summary.job.jobId);
+    // By name: grouped by the per-run id, every run would leave a group behind on the Pushgateway.
+    const group = this.group(summary.job.jobName);
     if (this.pending.size >= this.maxPending) {
       this.pushes.inc({ result: 'dropped' });
       this.logger.error(

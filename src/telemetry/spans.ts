@@ -1,5 +1,6 @@
 // The span sink: each FinishedSection becomes one ReadableSpan made from the record (ids and times are the
 // record's, not a Tracer's; fields built on first read) and handed to a SpanProcessor, one trace per job run.
+// A run's TestSuite span links to the TestSuite span of the job's previous run (a rerun, the next nightly).
 import {
   SpanKind,
   SpanStatusCode,
@@ -24,8 +25,18 @@ export const ATTR_TEST_CASE_NAME = 'test.case.name';
 export const ATTR_TEST_CASE_RESULT_STATUS = 'test.case.result.status';
 export const ATTR_TEST_SUITE_NAME = 'test.suite.name';
 export const ATTR_TEST_SUITE_RUN_STATUS = 'test.suite.run.status';
+// cicd.* is "development" in semconv 1.45 too (incubating entry only); checked against the package likewise.
+export const ATTR_CICD_PIPELINE_NAME = 'cicd.pipeline.name';
+export const ATTR_CICD_PIPELINE_RUN_ID = 'cicd.pipeline.run.id';
+export const ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL = 'cicd.pipeline.task.run.url.full';
 
 export const INSTRUMENTATION_SCOPE_NAME = 'pyats-exporter';
+
+/** Link attribute saying why a span links to another; the only kind so far is the job's previous run. */
+export const ATTR_LINK_KIND = 'pyats.link.kind';
+export const LINK_KIND_PREVIOUS_RUN = 'previous_run';
+/** Job names whose last run the sink remembers for links; the least recently finished is forgotten first. */
+export const DEFAULT_MAX_LINKED_JOBS = 10_000;
 export const ABANDONED_STATUS_MESSAGE = 'abandoned: job ended before the section stopped';
 
 /** Section types that are test cases in the semconv sense (test.case.*). */
@@ -43,6 +54,8 @@ export interface SpanSinkOptions {
   maxAttributeLength: number;
   /** The exporter's version, reported as the instrumentation scope version. */
   scopeVersion: string;
+  /** Job names whose last run is remembered to link the next run to. Default: DEFAULT_MAX_LINKED_JOBS. */
+  maxLinkedJobs?: number;
 }
 
 /**
@@ -149,8 +162,11 @@ export function writeSectionAttributes(
   sink.string('pyats.section.task', truncateAttribute(section.task, maxLength));
   sink.number('pyats.section.runtime', section.runtime);
   sink.string('pyats.job.id', truncateAttribute(section.job.jobId, maxLength));
+  sink.string('pyats.job.name', truncateAttribute(section.job.jobName, maxLength));
   sink.string('pyats.job.run_id', truncateAttribute(section.job.runId, maxLength));
   if (section.id !== undefined) sink.string('pyats.section.id', truncateAttribute(section.id, maxLength));
+  if (section.fullid !== undefined)
+    sink.string('pyats.section.fullid', truncateAttribute(section.fullid, maxLength));
   if (section.name !== undefined)
     sink.string('pyats.section.name', truncateAttribute(section.name, maxLength));
   if (section.parentSeqNum !== undefined) sink.number('pyats.section.parent_seq_num', section.parentSeqNum);
@@ -170,9 +186,18 @@ export function writeSectionAttributes(
     const status = testCaseStatus(section);
     if (status !== undefined) sink.string(ATTR_TEST_CASE_RESULT_STATUS, status);
   } else if (section.type === 'TestSuite' || section.type === 'Task') {
-    const suiteName = section.type === 'TestSuite' ? section.job.jobId : (section.id ?? section.task);
+    const suiteName = section.type === 'TestSuite' ? section.job.jobName : (section.id ?? section.task);
     sink.string(ATTR_TEST_SUITE_NAME, truncateAttribute(suiteName, maxLength));
     sink.string(ATTR_TEST_SUITE_RUN_STATUS, testSuiteRunStatus(section));
+  }
+  const ci = section.job.ci;
+  if (ci !== undefined && section.type === 'TestSuite') {
+    if (ci.pipelineName !== undefined)
+      sink.string(ATTR_CICD_PIPELINE_NAME, truncateAttribute(ci.pipelineName, maxLength));
+    if (ci.runId !== undefined)
+      sink.string(ATTR_CICD_PIPELINE_RUN_ID, truncateAttribute(ci.runId, maxLength));
+    if (ci.taskRunUrl !== undefined)
+      sink.string(ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL, truncateAttribute(ci.taskRunUrl, maxLength));
   }
 }
 
@@ -211,7 +236,6 @@ function sampledContext(traceId: string, spanId: string): SpanContext {
  */
 export class SectionSpan implements ReadableSpan, DirectAttributes {
   readonly kind = SpanKind.INTERNAL;
-  readonly links = NO_LINKS;
   readonly events = NO_EVENTS;
   readonly ended = true;
   readonly droppedAttributesCount = 0;
@@ -231,6 +255,7 @@ export class SectionSpan implements ReadableSpan, DirectAttributes {
     readonly resource: Resource,
     readonly instrumentationScope: InstrumentationScope,
     private readonly maxAttributeLength: number,
+    readonly links: Link[] = NO_LINKS,
   ) {}
 
   spanContext(): SpanContext {
@@ -278,29 +303,84 @@ export function sectionToSpan(
   resource: Resource,
   scope: InstrumentationScope,
   maxAttributeLength: number,
+  links?: Link[],
 ): ReadableSpan {
-  return new SectionSpan(section, resource, scope, maxAttributeLength);
+  return new SectionSpan(section, resource, scope, maxAttributeLength, links);
 }
 
-/** Turns finished sections into spans on `processor`. Resource per job run: base + pyats.job.id/run_id. */
+/** A finished run's TestSuite span, as the next run of the job links to it. */
+export interface PreviousRun {
+  runId: string;
+  jobId: string;
+  context: SpanContext;
+}
+
+/** The link from a run's TestSuite span to the job's previous run; its attributes say why and which run. */
+export function previousRunLink(previous: PreviousRun, maxAttributeLength: number): Link {
+  return {
+    context: previous.context,
+    attributes: {
+      [ATTR_LINK_KIND]: LINK_KIND_PREVIOUS_RUN,
+      'pyats.job.id': truncateAttribute(previous.jobId, maxAttributeLength),
+      'pyats.job.run_id': truncateAttribute(previous.runId, maxAttributeLength),
+    },
+  };
+}
+
+/**
+ * Turns finished sections into spans on `processor`. Resource per job run: base + pyats.job.id/name/run_id.
+ * Remembers the TestSuite span of each job's last finished run (by job name, at most `maxLinkedJobs` names)
+ * and links the next run's TestSuite span to it.
+ */
 export class SpanSink implements SectionSink {
   private readonly resources = new Map<string, Resource>();
   private readonly scope: InstrumentationScope;
+  /** Job name → its last finished run's root, in the order they finished (oldest first). */
+  private readonly lastRuns = new Map<string, PreviousRun>();
+  private readonly maxLinkedJobs: number;
 
   constructor(private readonly options: SpanSinkOptions) {
     this.scope = { name: INSTRUMENTATION_SCOPE_NAME, version: options.scopeVersion };
+    this.maxLinkedJobs = options.maxLinkedJobs ?? DEFAULT_MAX_LINKED_JOBS;
   }
 
   sectionStarted(_section: StartedSection): void {}
 
   sectionFinished(section: FinishedSection): void {
+    const links =
+      section.type === 'TestSuite' && section.parentSeqNum === undefined ? this.linkRun(section) : undefined;
     const span = sectionToSpan(
       section,
       this.resourceFor(section.job),
       this.scope,
       this.options.maxAttributeLength,
+      links,
     );
     this.options.processor.onEnd(span);
+  }
+
+  /**
+   * The link to the job's previous run, if one was seen, and this run remembered in its place. A run of an
+   * unknown job (the exporter attached after its TestSuite started) is neither linked nor remembered: all such
+   * runs share the name `unknown`.
+   */
+  private linkRun(section: FinishedSection): Link[] | undefined {
+    const job = section.job;
+    if (job.jobId === 'unknown') return undefined;
+    const previous = this.lastRuns.get(job.jobName);
+    // The same run again (its suite reported twice, a replay of a live run) links to nothing new.
+    if (previous?.runId === job.runId) return undefined;
+    this.lastRuns.delete(job.jobName);
+    this.lastRuns.set(job.jobName, {
+      runId: job.runId,
+      jobId: job.jobId,
+      context: sampledContext(job.traceId, section.spanId),
+    });
+    if (this.lastRuns.size > this.maxLinkedJobs) {
+      const oldest = this.lastRuns.keys().next();
+      if (oldest.done !== true) this.lastRuns.delete(oldest.value);
+    }
+    return previous === undefined ? undefined : [previousRunLink(previous, this.options.maxAttributeLength)];
   }
 
   jobFinished(summary: JobSummary): void {
@@ -313,6 +393,7 @@ export class SpanSink implements SectionSink {
 
   shutdown(): Promise<void> {
     this.resources.clear();
+    this.lastRuns.clear();
     return this.options.processor.shutdown();
   }
 
@@ -322,7 +403,11 @@ export class SpanSink implements SectionSink {
     let resource = this.resources.get(job.runId);
     if (resource === undefined) {
       resource = this.options.resource.merge(
-        resourceFromAttributes({ 'pyats.job.id': job.jobId, 'pyats.job.run_id': job.runId }),
+        resourceFromAttributes({
+          'pyats.job.id': job.jobId,
+          'pyats.job.name': job.jobName,
+          'pyats.job.run_id': job.runId,
+        }),
       );
       this.resources.set(job.runId, resource);
     }

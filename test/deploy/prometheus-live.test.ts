@@ -1,9 +1,10 @@
 // The shipped Prometheus config and rules against real parts: Debian's Prometheus scraping the built exporter
-// (fed by CPython reporter stand-ins and a reporter sending garbage) and sending alerts to Debian's
-// Alertmanager running the shipped alertmanager.yaml. Asserts through their HTTP APIs that the testcase
-// failure alert fires and reaches Alertmanager, that every alerting rule is active (pending or firing) and
-// every PromQL expression of the rules, the dashboard and the Grafana alerts returns data — except the
-// absence alert, which by design returns nothing while jobs complete.
+// (fed by CPython reporter stand-ins, a reporter sending garbage, and four runs of one job over HTTP ingest)
+// and sending alerts to Debian's Alertmanager running the shipped alertmanager.yaml. Asserts through their
+// HTTP APIs that the testcase failure alert fires and reaches Alertmanager, that the history alerts (new
+// failure, flaky, slower than usual) fire for the runs' testcases, that every alerting rule is active
+// (pending or firing) and every PromQL expression of the rules, the dashboard and the Grafana alerts returns
+// data — except the absence alert, which by design returns nothing while jobs complete.
 //
 // The shipped rules are loaded unchanged: only the intervals (1 s), the targets and the Alertmanager address
 // differ from prometheus.yaml. Rules with a long `for:` are therefore seen pending, not firing; the failure
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import YAML from 'yaml';
 import { runExporter, type ExporterProcess } from '../helpers/exporter-process.js';
+import { postRun, type JobRun } from '../helpers/job-runs.js';
 import { startStandin, type Standin, type StandinJobNode } from '../helpers/standin.js';
 import {
   ALERTMANAGER_CONFIG,
@@ -43,6 +45,41 @@ function expectedEmpty(e: ShippedExpression): boolean {
   return [...EXPECTED_EMPTY_ALERTS].some((name) => new RegExp(`\\b${name}\\b`).test(e.where));
 }
 
+/**
+ * Recording rules whose expression has data only at the evaluation right after a testcase run (one sample per
+ * run): left out of "returns data", checked through the series they record instead.
+ */
+const PER_RUN_RECORD = 'job_task_testcase_instance:pyats_testcase_last_duration_seconds:per_run';
+
+function perRunOnly(e: ShippedExpression): boolean {
+  return e.where.includes(`rule ${PER_RUN_RECORD} `);
+}
+
+/**
+ * Four runs of one job, ten minutes apart, as real pyATS 23.2 names them (TestSuite `job.<time>`, job `job`):
+ * verify_flap passes, fails, passes and fails (three flips, and a new failure in the last run); verify_latency
+ * passes every time, in 2 s, then 200 s.
+ */
+function historyRuns(): JobRun[] {
+  const first = Date.now() - 50 * 60_000;
+  const flap = ['passed', 'failed', 'passed', 'failed'] as const;
+  return flap.map((result, i) => ({
+    name: 'job',
+    start: new Date(first + i * 10 * 60_000),
+    testcases: [
+      {
+        id: 'verify_flap',
+        result,
+        runtime: 3,
+        ...(result === 'failed' ? { reason: 'peer 10.0.0.2 down' } : {}),
+      },
+      { id: 'verify_latency', result: 'passed', runtime: i === 3 ? 200 : 2 },
+    ],
+  }));
+}
+
+const HISTORY_ALERTS = ['PyatsTestcaseNewlyFailing', 'PyatsTestcaseFlaky', 'PyatsTestcaseSlowerThanUsual'];
+
 /** A job that last completed two days ago: the "not completed recently" rule has something to report. */
 const STALE_JOB: StandinJobNode = {
   type: 'TestSuite',
@@ -69,6 +106,7 @@ interface PromResponse<T> {
 interface Alert {
   labels: Record<string, string>;
   state: string;
+  value: string;
 }
 interface RuleState {
   type: 'alerting' | 'recording';
@@ -157,6 +195,7 @@ describe('shipped rules and dashboard on a real Prometheus', () => {
       [
         '--listen',
         '127.0.0.1:0',
+        '--ingest-http',
         ...[...standins.map((s) => s.path), garbagePath].flatMap((path) => ['--reporter-socket', path]),
       ],
       {
@@ -216,7 +255,23 @@ describe('shipped rules and dashboard on a real Prometheus', () => {
       ],
       `http://127.0.0.1:${promPort}`,
     );
-  }, 90_000);
+
+    // The runs one after the other, each scraped and through the history recording rules before the next, as
+    // runs minutes apart would be.
+    for (const [i, run] of historyRuns().entries()) {
+      await postRun(exporter.url, run);
+      await until(
+        `run ${i + 1} recorded`,
+        async () => {
+          const [sample] = (await query(
+            'job_task_testcase_instance:pyats_testcase_verdicts:sum{job="job", testcase="verify_latency"}',
+          )) as { value: [number, string] }[];
+          return sample?.value[1] === String(i + 1) ? true : undefined;
+        },
+        20_000,
+      );
+    }
+  }, 120_000);
 
   afterAll(async () => {
     await prometheus?.stop();
@@ -270,6 +325,65 @@ describe('shipped rules and dashboard on a real Prometheus', () => {
   );
 
   itPrometheus(
+    'a testcase that passed, failed, passed and failed in four runs fires the new-failure and flaky alerts',
+    async () => {
+      const history = await until(
+        'the history alerts firing',
+        async () => {
+          const body = await getJson<PromResponse<{ alerts: Alert[] }>>(`${prometheus!.url}/api/v1/alerts`);
+          const firing = body.data.alerts.filter(
+            (a) => a.state === 'firing' && HISTORY_ALERTS.includes(a.labels['alertname'] ?? ''),
+          );
+          return HISTORY_ALERTS.every((name) => firing.some((a) => a.labels['alertname'] === name))
+            ? firing
+            : undefined;
+        },
+        40_000,
+      );
+      // Only the job run four times has history: every other job ran once.
+      expect(
+        history.map((a) => [a.labels['alertname'], a.labels['job'], a.labels['testcase']]).sort(),
+      ).toEqual([
+        ['PyatsTestcaseFlaky', 'job', 'verify_flap'],
+        ['PyatsTestcaseNewlyFailing', 'job', 'verify_flap'],
+        ['PyatsTestcaseSlowerThanUsual', 'job', 'verify_latency'],
+      ]);
+      const byName = (name: string): Alert | undefined => history.find((a) => a.labels['alertname'] === name);
+      expect(byName('PyatsTestcaseNewlyFailing')?.labels).toMatchObject({
+        task: 'Task-1',
+        result: 'failed',
+        severity: 'warning',
+      });
+      expect(Number(byName('PyatsTestcaseFlaky')?.value)).toBe(3);
+      expect(Number(byName('PyatsTestcaseSlowerThanUsual')?.value)).toBe(200);
+
+      const values = async (expr: string): Promise<Record<string, number>> =>
+        Object.fromEntries(
+          ((await query(expr)) as { metric: Record<string, string>; value: [number, string] }[]).map((r) => [
+            r.metric['testcase'] ?? '',
+            Number(r.value[1]),
+          ]),
+        );
+      expect(await values('pyats_testcase_result_flips_total{job="job"}')).toEqual({ verify_flap: 3 });
+      expect(await values('pyats_testcase_previous_result{job="job", result="passed"} == 1')).toEqual({
+        common_setup: 1,
+        verify_flap: 1,
+        verify_latency: 1,
+      });
+      // One duration sample per run, whatever the scrape and evaluation intervals (1 s here).
+      expect(await values(`count_over_time(${PER_RUN_RECORD}{job="job"}[1h])`)).toEqual({
+        common_setup: 4,
+        verify_flap: 4,
+        verify_latency: 4,
+      });
+      expect(
+        await values('job_task_testcase:pyats_testcase_last_duration_seconds:median7d{job="job"}'),
+      ).toEqual({ common_setup: 0.5, verify_flap: 3, verify_latency: 2 });
+    },
+    60_000,
+  );
+
+  itPrometheus(
     'pyATS series keep their job label (honor_labels) and the exporter health series the scrape job',
     async () => {
       expect(await query('pyats_job_runs_total{job="nightly_regression"}')).not.toHaveLength(0);
@@ -283,17 +397,20 @@ describe('shipped rules and dashboard on a real Prometheus', () => {
     'every shipped PromQL expression returns data, except the absence alert',
     async () => {
       const expressions = allExpressions();
+      expect(expressions.filter(perRunOnly)).toHaveLength(1);
       const results = new Map<ShippedExpression, number>();
       // Data arrives over a few scrapes (the running job, the dropped spans): poll until all is there.
       await until(
         'every expression to return data',
         async () => {
           for (const e of expressions) results.set(e, (await query(e.expr)).length);
-          return expressions.every((e) => expectedEmpty(e) || (results.get(e) ?? 0) > 0) ? true : undefined;
+          return expressions.every((e) => expectedEmpty(e) || perRunOnly(e) || (results.get(e) ?? 0) > 0)
+            ? true
+            : undefined;
         },
         40_000,
       ).catch(() => undefined);
-      const empty = expressions.filter((e) => results.get(e) === 0 && !expectedEmpty(e));
+      const empty = expressions.filter((e) => results.get(e) === 0 && !expectedEmpty(e) && !perRunOnly(e));
       const exposition = empty.length > 0 ? await exporter!.scrape() : '';
       expect(
         empty.map((e) => `${e.where}: ${e.expr}`),

@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { normalize, type NormalizeOptions } from '../../src/events/normalize.js';
 import { resolveZone } from '../../src/events/timezone.js';
+import { unpickle } from '../../src/python/unpickle.js';
 import {
   PyDateTime,
   PyGlobal,
@@ -332,5 +334,131 @@ describe('normalize', () => {
       expect(lenient(dict({ event: 7, seq_num: 1 })).outcome).toMatchObject({ reason: 'bad_field_type' });
       expect(lenient(dict({ event: 'start_task', seq_num: 1 })).dropped).toEqual([]);
     });
+  });
+});
+
+/** Event pickles copied byte for byte from a real pyATS 23.2 reporter (test/fixtures/gen_real_messages.py). */
+const REAL: Array<{ event: string; fullid: string; pickle: string }> = (
+  JSON.parse(readFileSync(new URL('../fixtures/real-pyats-23.2.messages.json', import.meta.url), 'utf8')) as {
+    messages: Array<{ event: string; fullid: string; pickle: string }>;
+  }
+).messages;
+
+function realEvent(event: string, fullid: string) {
+  const found = REAL.find((m) => m.event === event && m.fullid === fullid);
+  if (found === undefined) throw new Error(`no real ${event} of ${fullid} in the fixture`);
+  return ok(unpickle(Buffer.from(found.pickle, 'base64')), {
+    zone: resolveZone('UTC'),
+    maxStringLength: 4096,
+  });
+}
+
+describe('normalize, events of a real pyATS 23.2 job', () => {
+  const RUN_ID = 'job.2026Dec02_16:18:03.912790';
+
+  it('reads a TestResult object (code, value, reason, data) into its value and reason', () => {
+    const failed = realEvent('stop_section', 'ExampleTask.TcPass.test_steps.STEP 2');
+    expect(failed.result).toEqual({ value: 'failed', reason: 'step two failed on purpose' });
+    // An errored section also carries `data` (the traceback): only value and reason are kept.
+    const errored = realEvent('stop_section', 'ExampleTask.TcError.t');
+    expect(errored.result).toEqual({
+      value: 'errored',
+      reason: 'Caught an exception while executing section t',
+    });
+    expect(errored).toMatchObject({
+      xref: { file: '/work/shared/real-pyats/example/script.py', line: 36 },
+      logfile: '/tmp/rp2/.pyats/runinfo/job.2026Dec02_16:18:03.912790/TaskLog.ExampleTask',
+    });
+  });
+
+  it('keeps no result for stop_task and stop_testsuite, which carry none', () => {
+    for (const [event, fullid] of [
+      ['stop_task', 'ExampleTask'],
+      ['stop_testsuite', RUN_ID],
+    ] as const) {
+      const stop = realEvent(event, fullid);
+      expect(stop.phase).toBe('stop');
+      expect(stop).not.toHaveProperty('result');
+      expect(stop.runtime).toBeGreaterThan(0);
+    }
+    // The bridge's JSON and other pickles may send the key with None: the same, not bad_result.
+    const withNone = ok(
+      dict({ event: 'stop_task', type: 'Task', seq_num: 2, parent_seq_num: 1, result: null }),
+    );
+    expect(withNone).not.toHaveProperty('result');
+    const lenient = normalize(dict({ event: 'stop_testsuite', seq_num: 1, result: null }), utc, () => {
+      throw new Error('nothing to drop');
+    });
+    expect(lenient.ok && lenient.event.result).toBeUndefined();
+  });
+
+  it('carries fullid, and the TestSuite id and name as init and start send them', () => {
+    expect(realEvent('init_testsuite', RUN_ID)).toEqual({
+      phase: 'init',
+      event: 'init_testsuite',
+      type: 'TestSuite',
+      seqNum: 1,
+      id: RUN_ID,
+      fullid: RUN_ID,
+      name: RUN_ID,
+    });
+    expect(realEvent('start_testsuite', RUN_ID)).toMatchObject({ id: RUN_ID, fullid: RUN_ID, name: 'job' });
+    expect(realEvent('stop_section', 'ExampleTask.TcPass.test_steps.STEP 2').fullid).toBe(
+      'ExampleTask.TcPass.test_steps.STEP 2',
+    );
+    // Cut like every other string.
+    expect(ok(dict({ event: 'start_step', seq_num: 1, fullid: 'x'.repeat(1000) })).fullid).toHaveLength(64);
+  });
+
+  it("drops a Step's xref into Python's multiprocessing: it is no location in the script", () => {
+    const step = realEvent('start_section', 'ExampleTask.TcPass.test_steps.STEP 1');
+    expect(step).toMatchObject({ type: 'Step', id: 'STEP 1', name: 'step one', seqNum: 8, parentSeqNum: 7 });
+    expect(step).not.toHaveProperty('xref');
+  });
+
+  it('keeps xrefs into the script, a virtualenv or site-packages, drops the standard library and pyATS', () => {
+    const xrefOf = (file: string) =>
+      ok(dict({ event: 'start_step', seq_num: 1, xref: dict({ file, line: 7 }) })).xref;
+    for (const file of [
+      '/work/shared/real-pyats/example/script.py',
+      '/home/lab/venv/lib/python3.10/site-packages/lab_tests/bgp.py',
+      '/usr/lib/python3/dist-packages/lab_tests/bgp.py',
+      '/opt/tests/lib/python/helpers.py',
+    ]) {
+      expect(xrefOf(file), file).toEqual({ file, line: 7 });
+    }
+    for (const file of [
+      '/root/.pyenv/versions/3.10.13/lib/python3.10/multiprocessing/process.py',
+      '/usr/lib/python3.11/threading.py',
+      '/usr/lib64/python3.9/unittest/case.py',
+      '/home/lab/venv/lib/python3.10/site-packages/pyats/aetest/steps/implementation.py',
+      '/usr/lib/python3/dist-packages/genie/libs/sdk/triggers/blitz/blitz.py',
+    ]) {
+      expect(xrefOf(file), file).toBeUndefined();
+    }
+    expect(
+      ok(dict({ event: 'start_step', seq_num: 1, xref: '/usr/lib/python3.11/threading.py:1016' })).xref,
+    ).toBeUndefined();
+    expect(ok(dict({ event: 'start_step', seq_num: 1, xref: '/lab/bgp.py:12' })).xref).toEqual({
+      file: '/lab/bgp.py',
+      line: 12,
+    });
+  });
+
+  it("takes a TestSuite's or Task's git-only xref (a job run from a git checkout) as no location, silently", () => {
+    const git = dict({ branch: 'main', commit: '39145bb3', file: 'jobs/job.py' });
+    const dropped: string[] = [];
+    const outcome = normalize(
+      dict({ event: 'start_task', seq_num: 2, id: 'T', xref: dict({ git }) }),
+      utc,
+      (reason) => dropped.push(reason),
+    );
+    expect(outcome.ok && outcome.event.xref).toBe(undefined);
+    expect(dropped).toEqual([]);
+    // An xref that is neither still counts as a dropped field.
+    normalize(dict({ event: 'start_task', seq_num: 2, xref: dict({ other: 1 }) }), utc, (reason) =>
+      dropped.push(reason),
+    );
+    expect(dropped).toEqual(['bad_field_type']);
   });
 });

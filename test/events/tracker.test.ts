@@ -155,7 +155,7 @@ describe('SectionTracker', () => {
     const runId = `job1@${new Date(T0).toISOString()}`;
     const traceId = traceIdFor(runId);
     for (const s of sink.finished) {
-      expect(s.job).toEqual({ jobId: 'job1', runId, traceId });
+      expect(s.job).toEqual({ jobId: 'job1', jobName: 'job1', runId, traceId });
       expect(s.spanId).toBe(spanIdFor(runId, s.seqNum));
       expect(s.incomplete).toBe(false);
       expect(s.orphan).toBe(false);
@@ -694,5 +694,409 @@ describe('SectionTracker faults', () => {
     expect(tracker.stats()).toMatchObject({ streams: 3, openSections: 6, heldOrphans: 3 });
     tracker.endAll();
     expect(tracker.stats()).toEqual(EMPTY_STATS);
+  });
+});
+
+/**
+ * The 48 events of the real pyATS 23.2 example job (/tmp/realpyats-notes/events.txt, example/job.py of
+ * ../shared/real-pyats), as the normalizer makes them: what each carries, in the order the reporter sent it.
+ * stop_task and stop_testsuite carry no result.
+ */
+function realExampleJob(base = T0): SectionEvent[] {
+  const RUN = 'job.2026Dec02_16:18:03.912790';
+  const events: SectionEvent[] = [];
+  let clock = base;
+  const starts = new Map<number, number>();
+  const paths = new Map<number, string>();
+  const add = (
+    phase: 'init' | 'start' | 'stop',
+    seqNum: number,
+    parentSeqNum: number | undefined,
+    type: string,
+    id: string,
+    name: string,
+    result?: SectionEvent['result'],
+  ) => {
+    clock += 1;
+    const fullid = seqNum === 1 || type === 'Task' ? id : `${paths.get(parentSeqNum as number)}.${id}`;
+    paths.set(seqNum, fullid);
+    const suffix = type === 'TestSuite' ? 'testsuite' : type === 'Task' ? 'task' : 'section';
+    const event: SectionEvent = { phase, event: `${phase}_${suffix}`, type, seqNum, id, fullid, name };
+    if (parentSeqNum !== undefined) event.parentSeqNum = parentSeqNum;
+    if (phase === 'start') starts.set(seqNum, clock);
+    if (phase === 'stop') {
+      event.startTime = starts.get(seqNum) as number;
+      event.stopTime = clock;
+      event.runtime = (clock - event.startTime) / 1000;
+      if (result !== undefined) event.result = result;
+    } else if (phase === 'start') {
+      event.startTime = clock;
+    }
+    events.push(event);
+  };
+  const section = (seqNum: number, parent: number, type: string, id: string, name = id) => ({
+    start: () => add('start', seqNum, parent, type, id, name),
+    stop: (value: SectionEvent['result']) => add('stop', seqNum, parent, type, id, name, value),
+  });
+  const passed = { value: 'passed' as const };
+  add('init', 1, undefined, 'TestSuite', RUN, RUN);
+  add('start', 1, undefined, 'TestSuite', RUN, 'job');
+  add('init', 2, 1, 'Task', 'ExampleTask', 'ExampleTask');
+  add('start', 2, 1, 'Task', 'ExampleTask', 'script');
+  const setup = section(3, 2, 'CommonSetup', 'common_setup');
+  const connect = section(4, 3, 'Subsection', 'connect');
+  setup.start();
+  connect.start();
+  connect.stop(passed);
+  setup.stop(passed);
+  const tcPass = section(5, 2, 'Testcase', 'TcPass');
+  tcPass.start();
+  const tcSetup = section(6, 5, 'SetupSection', 'setup');
+  tcSetup.start();
+  tcSetup.stop(passed);
+  const steps = section(7, 5, 'TestSection', 'test_steps');
+  steps.start();
+  const step1 = section(8, 7, 'Step', 'STEP 1', 'step one');
+  const step11 = section(9, 8, 'Step', 'STEP 1.1', 'nested step');
+  const step2 = section(10, 7, 'Step', 'STEP 2', 'step two');
+  step1.start();
+  step11.start();
+  step11.stop({ value: 'passed', reason: 'nested ok' });
+  step1.stop(passed);
+  step2.start();
+  step2.stop({ value: 'failed', reason: 'step two failed on purpose' });
+  steps.stop({ value: 'failed' });
+  const cleanup = section(11, 5, 'CleanupSection', 'cleanup');
+  cleanup.start();
+  cleanup.stop(passed);
+  tcPass.stop({ value: 'failed' });
+  const testcases: Array<[number, string, SectionEvent['result']]> = [
+    [12, 'TcOk', { value: 'passed', reason: 'all good' }],
+    [14, 'TcSkip', { value: 'skipped', reason: 'not applicable' }],
+    [16, 'TcError', { value: 'errored', reason: 'Caught an exception while executing section t' }],
+    [18, 'TcBlocked', { value: 'blocked', reason: 'blocked on purpose' }],
+    [20, 'TcAborted', { value: 'aborted', reason: 'aborted on purpose' }],
+  ];
+  for (const [seqNum, id, result] of testcases) {
+    const testcase = section(seqNum, 2, 'Testcase', id);
+    const t = section(seqNum + 1, seqNum, 'TestSection', 't');
+    testcase.start();
+    t.start();
+    t.stop(result);
+    testcase.stop({ value: result?.value ?? 'passed' });
+  }
+  const commonCleanup = section(22, 2, 'CommonCleanup', 'common_cleanup');
+  const disconnect = section(23, 22, 'Subsection', 'disconnect');
+  commonCleanup.start();
+  disconnect.start();
+  disconnect.stop({ value: 'passx', reason: 'known issue' });
+  commonCleanup.stop({ value: 'passx' });
+  add('stop', 2, 1, 'Task', 'ExampleTask', 'script');
+  add('stop', 1, undefined, 'TestSuite', RUN, 'job');
+  return events;
+}
+
+describe('SectionTracker with a real pyATS 23.2 job', () => {
+  const RUN = 'job.2026Dec02_16:18:03.912790';
+
+  it('rolls the Task and TestSuite results up from their children when their stops carry none', () => {
+    const { sink, send, tracker } = setup();
+    const events = realExampleJob();
+    expect(events).toHaveLength(48);
+    expect(events.filter((e) => e.phase === 'stop' && e.result === undefined).map((e) => e.event)).toEqual([
+      'stop_task',
+      'stop_testsuite',
+    ]);
+    for (const event of events) send('s', event);
+    // TcAborted makes the Task and the job `aborted` (anything + Aborted is Aborted), no stop `errored`.
+    expect(sink.bySeq(2).result).toEqual({ value: 'aborted' });
+    expect(sink.bySeq(1).result).toEqual({ value: 'aborted' });
+    expect(sink.bySeq(5).result).toEqual({ value: 'failed' });
+    expect(sink.bySeq(10).result).toEqual({ value: 'failed', reason: 'step two failed on purpose' });
+    expect(sink.finished.filter((s) => s.result.reason === 'stop event carried no result')).toEqual([]);
+    expect(sink.jobs).toHaveLength(1);
+    expect(sink.jobs[0]).toMatchObject({ result: 'aborted', incomplete: false });
+    expect(sink.jobs[0]?.counts).toEqual({
+      passed: 2,
+      failed: 1,
+      aborted: 1,
+      blocked: 1,
+      skipped: 1,
+      errored: 1,
+      passx: 1,
+    });
+    expect(tracker.stats().openSections).toBe(0);
+  });
+
+  it('takes each roll-up step of pyATS: the worst finished child wins', () => {
+    const cases: Array<
+      [Array<'passed' | 'failed' | 'aborted' | 'blocked' | 'skipped' | 'errored' | 'passx'>, string]
+    > = [
+      [['skipped', 'passed'], 'passed'],
+      [['passed', 'passx'], 'passx'],
+      [['passx', 'blocked'], 'blocked'],
+      [['blocked', 'failed'], 'failed'],
+      [['errored', 'failed'], 'errored'],
+      [['aborted', 'errored', 'passed'], 'aborted'],
+      [['skipped'], 'skipped'],
+    ];
+    for (const [children, expected] of cases) {
+      const { sink, send } = setup();
+      send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'j', startTime: T0 });
+      send('s', { phase: 'start', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'T', startTime: T0 + 1 });
+      children.forEach((value, i) => {
+        const seqNum = 3 + i;
+        send('s', { phase: 'start', type: 'Testcase', seqNum, parentSeqNum: 2, startTime: T0 + 2 });
+        send('s', {
+          phase: 'stop',
+          type: 'Testcase',
+          seqNum,
+          parentSeqNum: 2,
+          stopTime: T0 + 3,
+          result: { value },
+        });
+      });
+      send('s', { phase: 'stop', type: 'Task', seqNum: 2, parentSeqNum: 1, stopTime: T0 + 4 });
+      send('s', { phase: 'stop', type: 'TestSuite', seqNum: 1, stopTime: T0 + 5 });
+      expect(sink.bySeq(2).result.value, children.join(' + ')).toBe(expected);
+      expect(sink.bySeq(1).result.value, children.join(' + ')).toBe(expected);
+      expect(sink.jobs[0]?.result).toBe(expected);
+    }
+  });
+
+  it('keeps its own result when the stop carries one, and errored when there is neither', () => {
+    const { sink, send } = setup();
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'j', startTime: T0 });
+    send('s', { phase: 'start', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'T', startTime: T0 + 1 });
+    send('s', {
+      phase: 'stop',
+      type: 'Testcase',
+      seqNum: 3,
+      parentSeqNum: 2,
+      stopTime: T0 + 2,
+      result: { value: 'failed' },
+    });
+    send('s', {
+      phase: 'stop',
+      type: 'Task',
+      seqNum: 2,
+      parentSeqNum: 1,
+      stopTime: T0 + 3,
+      result: { value: 'passx' },
+    });
+    // An empty Task: nothing to roll up.
+    send('s', { phase: 'start', type: 'Task', seqNum: 4, parentSeqNum: 1, id: 'Empty', startTime: T0 + 4 });
+    send('s', { phase: 'stop', type: 'Task', seqNum: 4, parentSeqNum: 1, stopTime: T0 + 5 });
+    send('s', { phase: 'stop', type: 'TestSuite', seqNum: 1, stopTime: T0 + 6 });
+    expect(sink.bySeq(2).result).toEqual({ value: 'passx' });
+    expect(sink.bySeq(4).result).toEqual({ value: 'errored', reason: 'stop event carried no result' });
+    // The suite: passx + errored.
+    expect(sink.bySeq(1).result).toEqual({ value: 'errored' });
+  });
+
+  it('puts a job started by a traced CI run into the CI trace, its root a child of the CI span', () => {
+    const { sink, send, tracker } = setup();
+    const parent = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', sampled: true };
+    tracker.setStreamContext('ci', { ci: { parent, pipelineName: 'nightly', runId: '311' } });
+    send('ci', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job.1', name: 'job', startTime: T0 });
+    send('ci', { phase: 'start', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'T', startTime: T0 + 1 });
+    send('ci', {
+      phase: 'stop',
+      type: 'Task',
+      seqNum: 2,
+      parentSeqNum: 1,
+      stopTime: T0 + 2,
+      result: { value: 'passed' },
+    });
+    send('ci', { phase: 'stop', type: 'TestSuite', seqNum: 1, stopTime: T0 + 3 });
+    const [task, suite] = [sink.bySeq(2), sink.bySeq(1)];
+    expect(suite.job.traceId).toBe(parent.traceId);
+    expect(suite.parentSpanId).toBe(parent.spanId);
+    expect(task.parentSpanId).toBe(suite.spanId);
+    expect(suite.job.ci).toMatchObject({ pipelineName: 'nightly', runId: '311' });
+    // Span ids still derive from the run, as without CI.
+    expect(suite.spanId).toBe(spanIdFor(suite.job.runId, 1));
+    // Another stream (no context) keeps its own trace and a root without parent.
+    send('plain', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job.2', name: 'job', startTime: T0 });
+    send('plain', {
+      phase: 'stop',
+      type: 'TestSuite',
+      seqNum: 1,
+      stopTime: T0 + 3,
+      result: { value: 'passed' },
+    });
+    const plain = sink.finished.filter((s) => s.job.jobId === 'job.2')[0]!;
+    expect(plain.job.traceId).toBe(traceIdFor(plain.job.runId));
+    expect(plain.parentSpanId).toBeUndefined();
+  });
+
+  it('takes the CI context that comes after the suite started, until the first span has gone out', () => {
+    const { sink, send, tracker } = setup();
+    const parent = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', sampled: true };
+    // pyATS starts the TestSuite before easypy writes env.txt.
+    send('late', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job.1', name: 'job', startTime: T0 });
+    tracker.setStreamContext('late', { ci: { parent } });
+    send('late', {
+      phase: 'stop',
+      type: 'TestSuite',
+      seqNum: 1,
+      stopTime: T0 + 3,
+      result: { value: 'passed' },
+    });
+    expect(sink.bySeq(1).job.traceId).toBe(parent.traceId);
+    expect(sink.bySeq(1).parentSpanId).toBe(parent.spanId);
+    // Too late: a span of the job is out with its own trace id, which stays.
+    send('later', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job.2', name: 'job', startTime: T0 });
+    send('later', {
+      phase: 'stop',
+      type: 'Testcase',
+      seqNum: 2,
+      parentSeqNum: 1,
+      stopTime: T0 + 1,
+      result: { value: 'passed' },
+    });
+    tracker.setStreamContext('later', { ci: { parent } });
+    send('later', {
+      phase: 'stop',
+      type: 'TestSuite',
+      seqNum: 1,
+      stopTime: T0 + 3,
+      result: { value: 'passed' },
+    });
+    const later = sink.finished.filter((s) => s.job.jobId === 'job.2');
+    expect(new Set(later.map((s) => s.job.traceId)).size).toBe(1);
+    expect(later[0]?.job.traceId).not.toBe(parent.traceId);
+  });
+
+  it('does not count a section that starts after its job finished as in progress', () => {
+    const { sink, send } = setup();
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'j', startTime: T0 });
+    send('s', { phase: 'stop', type: 'TestSuite', seqNum: 1, stopTime: T0 + 5, result: { value: 'passed' } });
+    expect(sink.jobs).toHaveLength(1);
+    const startedBefore = sink.started.length;
+    send('s', { phase: 'start', type: 'Plugin', seqNum: 9, parentSeqNum: 1, id: 'post', startTime: T0 + 6 });
+    send('s', {
+      phase: 'stop',
+      type: 'Plugin',
+      seqNum: 9,
+      parentSeqNum: 1,
+      stopTime: T0 + 7,
+      result: { value: 'passed' },
+    });
+    expect(sink.started).toHaveLength(startedBefore);
+    expect(sink.bySeq(9).started).toBe(false);
+  });
+
+  it("leaves plugins' results out of the roll-up, as pyATS does (they have a summary of their own)", () => {
+    const { sink, send } = setup();
+    send('s', { phase: 'start', type: 'TestSuite', seqNum: 1, id: 'j', startTime: T0 });
+    send('s', { phase: 'start', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'T', startTime: T0 + 1 });
+    send('s', { phase: 'start', type: 'Plugin', seqNum: 3, parentSeqNum: 2, id: 'P', startTime: T0 + 1 });
+    send('s', {
+      phase: 'stop',
+      type: 'Plugin',
+      seqNum: 3,
+      parentSeqNum: 2,
+      stopTime: T0 + 2,
+      result: { value: 'errored' },
+    });
+    send('s', { phase: 'start', type: 'Testcase', seqNum: 4, parentSeqNum: 2, id: 'tc', startTime: T0 + 2 });
+    send('s', {
+      phase: 'stop',
+      type: 'Testcase',
+      seqNum: 4,
+      parentSeqNum: 2,
+      stopTime: T0 + 3,
+      result: { value: 'passed' },
+    });
+    send('s', { phase: 'stop', type: 'Task', seqNum: 2, parentSeqNum: 1, stopTime: T0 + 4 });
+    send('s', { phase: 'start', type: 'Plugin', seqNum: 5, parentSeqNum: 1, id: 'Q', startTime: T0 + 4 });
+    send('s', {
+      phase: 'stop',
+      type: 'Plugin',
+      seqNum: 5,
+      parentSeqNum: 1,
+      stopTime: T0 + 5,
+      result: { value: 'failed' },
+    });
+    send('s', { phase: 'stop', type: 'TestSuite', seqNum: 1, stopTime: T0 + 6 });
+    expect(sink.bySeq(3).result.value).toBe('errored');
+    expect(sink.bySeq(2).result.value).toBe('passed');
+    expect(sink.bySeq(1).result.value).toBe('passed');
+    expect(sink.jobs[0]?.result).toBe('passed');
+  });
+
+  it('counts children held while their parent was unseen (attached mid-job) in its roll-up', () => {
+    const { sink, send, tracker } = setup();
+    // Attached after the suite and task started: their init/start events were never seen.
+    const job = realExampleJob().filter((e) => !(e.phase !== 'stop' && e.seqNum <= 2));
+    for (const event of job) send('s', event);
+    expect(tracker.stats().heldOrphans).toBe(0);
+    expect(sink.bySeq(2).result).toEqual({ value: 'aborted' });
+    expect(sink.bySeq(1).result).toEqual({ value: 'aborted' });
+    expect(sink.jobs[0]?.result).toBe('aborted');
+    for (const s of sink.finished) expect(s.orphan, `orphan ${s.seqNum}`).toBe(false);
+  });
+
+  it('names the job from start_testsuite, keeps the run id as jobId, and carries fullid', () => {
+    const { sink, send } = setup();
+    for (const event of realExampleJob()) send('s', event);
+    const runId = `${RUN}@${new Date(T0 + 2).toISOString()}`;
+    for (const s of [...sink.finished, ...sink.jobs]) {
+      expect(s.job).toEqual({ jobId: RUN, jobName: 'job', runId, traceId: traceIdFor(runId) });
+    }
+    expect(sink.bySeq(8).fullid).toBe('ExampleTask.TcPass.test_steps.STEP 1');
+    expect(sink.bySeq(9).fullid).toBe('ExampleTask.TcPass.test_steps.STEP 1.STEP 1.1');
+    expect(sink.bySeq(2).fullid).toBe('ExampleTask');
+    expect(sink.bySeq(1).fullid).toBe(RUN);
+  });
+
+  it("derives the name from easypy's run id when no start_ or stop_ names the job", () => {
+    const now = T0 + 10_000;
+    const { sink, send, tracker } = setup(now);
+    // Only the init (its name is the run id) before the stream ends.
+    const [init] = realExampleJob();
+    send('s', init as SectionEvent);
+    send('s', {
+      phase: 'stop',
+      type: 'Testcase',
+      seqNum: 5,
+      parentSeqNum: 1,
+      stopTime: T0,
+      result: { value: 'passed' },
+    });
+    tracker.endStream('s');
+    expect(sink.jobs[0]?.job).toMatchObject({ jobId: RUN, jobName: 'job' });
+    // An init name that is not the id is a name; an id without easypy's suffix is its own name.
+    const named = setup();
+    named.send('s', {
+      phase: 'init',
+      type: 'TestSuite',
+      seqNum: 1,
+      id: 'bgp.2024May01_12:00:00.000001',
+      name: 'bgp',
+    });
+    named.send('s', {
+      phase: 'start',
+      type: 'TestSuite',
+      seqNum: 1,
+      id: 'bgp.2024May01_12:00:00.000001',
+      startTime: T0,
+    });
+    named.send('s', {
+      phase: 'stop',
+      type: 'TestSuite',
+      seqNum: 1,
+      stopTime: T0 + 1,
+      result: { value: 'passed' },
+    });
+    expect(named.sink.jobs[0]?.job.jobName).toBe('bgp');
+    const plain = setup();
+    runJob(plain.send);
+    expect(plain.sink.jobs[0]?.job).toMatchObject({ jobId: 'job1', jobName: 'job1' });
+    const unknown = setup();
+    unknown.send('s', { phase: 'stop', type: 'Step', seqNum: 9, stopTime: T0, result: { value: 'passed' } });
+    unknown.tracker.endStream('s');
+    expect(unknown.sink.jobs[0]?.job).toMatchObject({ jobId: 'unknown', jobName: 'unknown' });
   });
 });

@@ -1,5 +1,6 @@
 // Spawns fault_reporter.py (a misbehaving pyATS reporter: real CPython pickles of bad events, raw broken
-// frames, connections ended mid-frame) for a fault test, and reads the manifest of what it sent.
+// frames, refused subscriptions, connections ended mid-message) for a fault test, and reads the manifest of
+// what it sent and of the requests it received.
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 export const FAULT_REPORTER_SCRIPT = fileURLToPath(new URL('./fault_reporter.py', import.meta.url));
 
-export type FaultScenario = 'malformed' | 'duplicates';
+export type FaultScenario = 'malformed' | 'duplicates' | 'protocol';
 
 export interface FaultSection {
   seq_num: number;
@@ -20,11 +21,19 @@ export interface FaultSection {
 }
 
 export interface FaultManifest {
-  connections: { name: string; end: string; steps: { expect: string; note: string; bytes: number }[] }[];
+  /** Per subscription: the steps sent, and how the exporter must count its end (`reset` when it drops us). */
+  connections: {
+    name: string;
+    end: string;
+    disconnect: 'eof' | 'reset';
+    steps: { expect: string; note: string; bytes: number }[];
+  }[];
   /** Rejections the exporter must count, by reason. */
   rejected: Record<string, number>;
   /** Per job, the sections whose events were all good (each must become exactly one span). */
   jobs: { job_id: string; sections: FaultSection[] }[];
+  /** Every request received; `problem` when real pyATS would refuse it (or die of it: `no_name`). */
+  requests: { connection: number; name: string | null; problem: string | null }[];
 }
 
 export interface FaultReporter {
@@ -38,7 +47,10 @@ export interface FaultReporter {
 export async function startFaultReporter(opts: {
   socket: string;
   scenario: FaultScenario;
-  header?: '4be' | '4le' | '8be' | '8le';
+  /** Message framing (default `chunked`, as pyATS 23.x). */
+  frame?: 'chunked' | '4be' | '4le' | '8be' | '8le';
+  /** The exporter's --max-frame-bytes: the oversize message is just over it (default 64 MiB). */
+  maxFrameBytes?: number;
 }): Promise<FaultReporter> {
   const dir = await mkdtemp(join(tmpdir(), 'fault-reporter-'));
   const expect = join(dir, 'expect.json');
@@ -51,7 +63,8 @@ export async function startFaultReporter(opts: {
     '--expect',
     expect,
   ];
-  if (opts.header) args.push('--header', opts.header);
+  if (opts.frame) args.push('--frame', opts.frame);
+  if (opts.maxFrameBytes !== undefined) args.push('--max-frame-bytes', String(opts.maxFrameBytes));
   const proc = spawn('python3', args, {
     env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,6 +1,7 @@
 // Reporter lifecycle faults end to end, with the CPython reporter stand-in and the real binary: a job killed
-// mid-run, the next job on the same socket path, the exporter attaching mid-job (with and without the job then
-// being killed), and several jobs one after another on one path.
+// mid-run, the next job on the same socket path, the exporter attaching mid-job (what already ran fetched with
+// get_testsuite / get_section as pyATS's Explorer does; and, when the reporter refuses that, followed live
+// only), with and without the job then being killed, and several jobs one after another on one path.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMetrics, runExporter, sumOf, type ExporterProcess } from '../helpers/exporter-process.js';
@@ -69,6 +70,24 @@ async function waitForSpans(service: string, count: number): Promise<DecodedSpan
   await new Promise((r) => setTimeout(r, 400));
   expect(spansOf(service)).toHaveLength(spans.length);
   return spans;
+}
+
+type Section = JobManifest['sections'][number];
+
+/**
+ * What the exporter can know of each section: what it was sent live and, with `snapshot`, what the reporter
+ * already had when it attached (get_testsuite / get_section).
+ */
+function known(job: JobManifest, snapshot: boolean): JobManifest {
+  const sections = job.sections.map((s): Section => {
+    const before = snapshot ? s.attach_state : null;
+    return {
+      ...s,
+      seen: s.seen || (before !== null && before !== 'init'),
+      completed: s.completed || before === 'stopped',
+    };
+  });
+  return { ...job, sections };
 }
 
 /** One trace holding exactly the job's sections that were seen, each once, timed and linked as sent. */
@@ -197,15 +216,51 @@ describe('reporter lifecycle', () => {
     }
   });
 
-  it('exports a job it attached to mid-run as complete spans in one whole tree', async () => {
+  it('exports a job it attached to mid-run whole, fetching what already ran from the reporter', async () => {
     const service = 'lifecycle-late';
     const { exporter, socket } = await startExporter(service);
     try {
-      const manifest = await runStandin({
+      const sent = await runStandin({
         socket,
         jobId: 'late_job',
         skipFirst: 14,
         startEpoch: 1_720_200_000,
+      });
+      // Some sections ran, some only started, before the exporter attached: the snapshot has both.
+      expect(sent.sections.filter((s) => s.attach_state === 'stopped').length).toBeGreaterThan(0);
+      expect(sent.sections.filter((s) => s.attach_state === 'started').length).toBeGreaterThan(0);
+      const manifest = known(sent, true);
+      // All of it but the pre-job plugin, which had finished and which the tree does not list.
+      const missing = manifest.sections.filter((s) => !s.seen);
+      expect(missing.map((s) => s.type)).toEqual(['Plugin']);
+      const reported = manifest.sections.filter((s) => s.seen);
+      expect(reported.every((s) => s.completed)).toBe(true);
+      await waitForRuns(exporter, 1);
+      const spans = await waitForSpans(service, reported.length);
+      const bySeq = checkTrace(manifest, spans);
+      expect(spans.filter((s) => s.attributes['pyats.section.orphan'] === true)).toHaveLength(0);
+      expect(spans.filter((s) => s.parentSpanId === '')).toHaveLength(1);
+      const root = manifest.sections.find((s) => s.parent_seq_num === null);
+      expect(bySeq.get(root?.seq_num ?? -1)?.parentSpanId).toBe('');
+      const samples = parseMetrics(await exporter.scrape());
+      expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(0);
+      expect(sumOf(samples, 'pyats_section_results_total')).toBe(reported.length);
+      expect(sumOf(samples, 'pyats_exporter_events_rejected_total')).toBe(0);
+    } finally {
+      expect((await exporter.stop()).code).toBe(0);
+    }
+  });
+
+  it('follows a job it attached to mid-run live when the reporter will not say what already ran', async () => {
+    const service = 'lifecycle-late-refused';
+    const { exporter, socket } = await startExporter(service);
+    try {
+      const manifest = await runStandin({
+        socket,
+        jobId: 'late_live_job',
+        skipFirst: 14,
+        snapshot: 'refuse',
+        startEpoch: 1_720_250_000,
       });
       // Some sections were only seen by their stop, some not at all.
       const seen = manifest.sections.filter((s) => s.seen);
@@ -222,6 +277,7 @@ describe('reporter lifecycle', () => {
       const samples = parseMetrics(await exporter.scrape());
       expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(0);
       expect(sumOf(samples, 'pyats_section_results_total')).toBe(seen.length);
+      expect(sumOf(samples, 'pyats_exporter_events_rejected_total', { reason: 'attach_failed' })).toBe(1);
     } finally {
       expect((await exporter.stop()).code).toBe(0);
     }
@@ -236,6 +292,7 @@ describe('reporter lifecycle', () => {
         jobId: 'late_killed',
         skipFirst: 14,
         dropAfter: 22,
+        snapshot: 'refuse',
         startEpoch: 1_720_300_000,
       });
       const seen = manifest.sections.filter((s) => s.seen);
@@ -252,6 +309,38 @@ describe('reporter lifecycle', () => {
       expect(spans.filter((s) => s.attributes['pyats.section.orphan'] === true)).toHaveLength(orphans.length);
       const samples = parseMetrics(await exporter.scrape());
       expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(seen.filter((s) => !s.completed).length);
+    } finally {
+      expect((await exporter.stop()).code).toBe(0);
+    }
+  });
+
+  it('abandons what had started when a job it attached to late is killed, parents fetched from the reporter', async () => {
+    const service = 'lifecycle-late-killed-snapshot';
+    const { exporter, socket } = await startExporter(service);
+    try {
+      const sent = await runStandin({
+        socket,
+        jobId: 'late_killed_snapshot',
+        skipFirst: 14,
+        dropAfter: 22,
+        // Time for the exporter to fetch the tree before the reporter dies (it would fail with it).
+        eventDelayMs: 25,
+        startEpoch: 1_720_350_000,
+      });
+      const manifest = known(sent, true);
+      const reported = manifest.sections.filter((s) => s.seen);
+      expect(reported.some((s) => !s.completed)).toBe(true);
+      await until('the stream to end', async () => {
+        const samples = parseMetrics(await exporter.scrape());
+        return sumOf(samples, 'pyats_exporter_reporter_disconnects_total') >= 1 ? true : undefined;
+      });
+      const spans = await waitForSpans(service, reported.length);
+      checkTrace(manifest, spans);
+      expect(spans.filter((s) => s.attributes['pyats.section.orphan'] === true)).toHaveLength(0);
+      const samples = parseMetrics(await exporter.scrape());
+      expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(
+        reported.filter((s) => !s.completed).length,
+      );
     } finally {
       expect((await exporter.stop()).code).toBe(0);
     }

@@ -1,18 +1,23 @@
 // Malformed input end to end: a misbehaving CPython reporter (fault_reporter.py) sends broken frames, non-event
 // pickles, bad fields, huge strings, deep nesting, prototype keys, invalid UTF-8 and duplicates to the real
-// binary; every rejection must be counted by reason and logged, the stream must go on where framing allows,
-// and a framing error must reset the connection and reconnect.
+// binary, and breaks the request protocol (refused subscriptions, a reply that is not None, a refused
+// get_testsuite, bad chunk headers, messages in many chunks or over the limit); every rejection must be counted
+// by reason and logged, the stream must go on where framing allows, a framing error must reset the connection
+// and reconnect, and the exporter must never send what would kill a real reporter.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REJECT_REASONS } from '../../src/events/types.js';
 import { parseMetrics, runExporter, sumOf } from '../helpers/exporter-process.js';
 import { startOtlpReceiver, type DecodedSpan, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 import { promtoolFindings } from '../helpers/promtool.js';
-import { startFaultReporter } from './fault-reporter.js';
+import { startFaultReporter, type FaultManifest } from './fault-reporter.js';
 import { TempDirs, byTrace, seqOf, until } from './support.js';
 
 const MAX_ATTRIBUTE_LENGTH = 100;
+// Small enough that the oversize message stays quick to send; the 3 MB event of the scenario fits.
+const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 const FRAME_REASONS = ['decode_error', 'frame_too_large', 'truncated_frame', 'undetectable_header'];
+const PROTOCOL_REASONS = ['subscribe_refused', 'attach_failed', 'bad_chunk_header', 'frame_too_large'];
 
 let receiver: OtlpReceiver;
 const dirs = new TempDirs();
@@ -44,6 +49,28 @@ function isWellFormed(text: string): boolean {
   return (text as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
+/** The exporter asked what pyATS's own clients ask, and never anything that would kill a real reporter. */
+function checkRequests(manifest: FaultManifest): void {
+  expect(manifest.requests.filter((r) => r.problem !== null)).toEqual([]);
+  const names = new Set(manifest.requests.map((r) => r.name));
+  for (const name of names) {
+    expect(['subscribe_client', 'ping', 'register_client', 'get_testsuite', 'get_section']).toContain(name);
+  }
+  expect([...names]).toEqual(
+    expect.arrayContaining(['subscribe_client', 'ping', 'register_client', 'get_testsuite']),
+  );
+}
+
+/** Connections, resets and clean ends on /metrics exactly as the manifest's subscriptions ended. */
+function checkConnections(samples: ReturnType<typeof parseMetrics>, manifest: FaultManifest): void {
+  const ends = (reason: string): number => manifest.connections.filter((c) => c.disconnect === reason).length;
+  expect(sumOf(samples, 'pyats_exporter_reporter_connections_total')).toBe(manifest.connections.length);
+  expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'reset' })).toBe(
+    ends('reset'),
+  );
+  expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'eof' })).toBe(ends('eof'));
+}
+
 describe('malformed reporter input', () => {
   it.each([false, true])(
     'counts and logs every rejection by reason, keeps or resets the connection as framing allows (decode thread: %s)',
@@ -58,13 +85,19 @@ describe('malformed reporter input', () => {
           '127.0.0.1:0',
           '--max-attribute-length',
           String(MAX_ATTRIBUTE_LENGTH),
+          '--max-frame-bytes',
+          String(MAX_FRAME_BYTES),
           '--log-level',
           'info',
           ...(decodeThread ? ['--decode-thread'] : []),
         ],
         otlpEnv(service),
       );
-      const reporter = await startFaultReporter({ socket, scenario: 'malformed' });
+      const reporter = await startFaultReporter({
+        socket,
+        scenario: 'malformed',
+        maxFrameBytes: MAX_FRAME_BYTES,
+      });
       try {
         await reporter.done;
         const manifest = await reporter.manifest();
@@ -97,11 +130,11 @@ describe('malformed reporter input', () => {
           expect(logged, `a log line for ${reason}`).toBe(true);
         }
 
-        // Decode errors kept the connection; the oversize header and the unframeable bytes reset it, the cut
+        // Decode errors kept the connection; the oversize message and the unframeable bytes reset it, the cut
         // frame ended with the stream: four connections, each job's sections delivered.
-        expect(sumOf(samples, 'pyats_exporter_reporter_connections_total')).toBe(4);
-        expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'reset' })).toBe(2);
-        expect(sumOf(samples, 'pyats_exporter_reporter_disconnects_total', { reason: 'eof' })).toBe(2);
+        expect(manifest.connections.map((c) => c.disconnect)).toEqual(['reset', 'eof', 'reset', 'eof']);
+        checkConnections(samples, manifest);
+        checkRequests(manifest);
         expect(sumOf(samples, 'pyats_job_runs_total', { job: 'faulty_job', result: 'failed' })).toBe(1);
         expect(sumOf(samples, 'pyats_job_runs_total', { job: 'after_reset', result: 'passed' })).toBe(1);
         expect(sumOf(samples, 'pyats_job_runs_total', { job: 'recovered_job', result: 'passed' })).toBe(1);
@@ -171,14 +204,102 @@ describe('malformed reporter input', () => {
     },
   );
 
+  it('counts each break of the request protocol, resets where framing is lost and exports every good job', async () => {
+    const socket = join(dirs.make(), 'reporter.sock');
+    const service = 'faults-protocol';
+    const exporter = await runExporter(
+      [
+        '--reporter-socket',
+        socket,
+        '--listen',
+        '127.0.0.1:0',
+        '--max-attribute-length',
+        String(MAX_ATTRIBUTE_LENGTH),
+        '--max-frame-bytes',
+        String(MAX_FRAME_BYTES),
+      ],
+      otlpEnv(service),
+    );
+    const reporter = await startFaultReporter({
+      socket,
+      scenario: 'protocol',
+      maxFrameBytes: MAX_FRAME_BYTES,
+    });
+    try {
+      await reporter.done;
+      const manifest = await reporter.manifest();
+      const text = await until('the last job on /metrics', async () => {
+        const t = await exporter.scrape();
+        return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: 'protocol_done' }) === 1 ? t : undefined;
+      });
+      const samples = parseMetrics(text);
+      expect(Object.keys(manifest.rejected).sort()).toEqual([...PROTOCOL_REASONS].sort());
+      for (const reason of new Set([...REJECT_REASONS, ...FRAME_REASONS, ...PROTOCOL_REASONS])) {
+        expect(sumOf(samples, 'pyats_exporter_events_rejected_total', { reason }), reason).toBe(
+          manifest.rejected[reason] ?? 0,
+        );
+      }
+      for (const reason of ['subscribe_refused', 'bad_chunk_header', 'frame_too_large']) {
+        expect(
+          exporter.logs.some((l) => l['code'] === reason || l['reason'] === reason),
+          `a log line for ${reason}`,
+        ).toBe(true);
+      }
+      // The refusals name what the reporter said.
+      const details = exporter.logs.map((l) => String(l['detail']));
+      expect(details).toContain(
+        'reporter refused subscribe_client: ExistingClientError: This socket already subscribed',
+      );
+      expect(
+        details.some((d) => d.startsWith('reporter answered subscribe_client with "pong", not None')),
+      ).toBe(true);
+      checkConnections(samples, manifest);
+      checkRequests(manifest);
+
+      for (const job of manifest.jobs) {
+        expect(sumOf(samples, 'pyats_job_runs_total', { job: job.job_id }), job.job_id).toBe(1);
+        const spans = await until(`spans of ${job.job_id}`, () => {
+          const found = spansOf(service, job.job_id);
+          return found.length >= job.sections.length ? found : undefined;
+        });
+        expect(spans.map(seqOf).sort((a, b) => a - b)).toEqual(
+          job.sections.map((x) => x.seq_num).sort((a, b) => a - b),
+        );
+        expect(byTrace(spans).size).toBe(1);
+      }
+      // The stop event of over 64 KiB came in two chunks: its reason cut to --max-attribute-length.
+      const long = spansOf(service, 'chunky_job').find(
+        (s) => s.attributes['pyats.section.id'] === 'tc_long_reason',
+      );
+      expect(long?.attributes['pyats.section.result']).toBe('failed');
+      expect(String(long?.attributes['pyats.section.result.reason'])).toHaveLength(MAX_ATTRIBUTE_LENGTH);
+      expect(sumOf(samples, 'pyats_sections_abandoned_total')).toBe(0);
+    } finally {
+      await reporter.kill();
+      expect((await exporter.stop()).code).toBe(0);
+    }
+  });
+
   it('is idempotent when every frame comes twice and the whole job is replayed', async () => {
     const socket = join(dirs.make(), 'reporter.sock');
     const service = 'faults-duplicates';
+    // A reporter framing as pyATS 20.2 did, little-endian: the exporter's requests must be framed alike.
+    // --max-frame-bytes below 64 MiB: the 4-byte reply None (04 00 00 00 80 04 4e 2e) is also a plausible
+    // 64 MiB big-endian frame, which the default limit leaves undecided until 64 MiB have arrived.
     const exporter = await runExporter(
-      ['--reporter-socket', socket, '--listen', '127.0.0.1:0'],
+      [
+        '--reporter-socket',
+        socket,
+        '--listen',
+        '127.0.0.1:0',
+        '--frame-format',
+        '4le',
+        '--max-frame-bytes',
+        String(MAX_FRAME_BYTES),
+      ],
       otlpEnv(service),
     );
-    const reporter = await startFaultReporter({ socket, scenario: 'duplicates', header: '4le' });
+    const reporter = await startFaultReporter({ socket, scenario: 'duplicates', frame: '4le' });
     try {
       await reporter.done;
       const manifest = await reporter.manifest();

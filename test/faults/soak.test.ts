@@ -13,7 +13,6 @@ import { resolveZone } from '../../src/events/timezone.js';
 import { SectionTracker } from '../../src/events/tracker.js';
 import { silentLogger } from '../../src/log.js';
 import { Pipeline } from '../../src/pipeline.js';
-import { parseHeaderFormat } from '../../src/reporter/framing.js';
 import { ReporterSubscriber, type ConnectionInfo } from '../../src/reporter/subscriber.js';
 import { unpickle } from '../../src/python/unpickle.js';
 import { ExporterHealth } from '../../src/telemetry/health.js';
@@ -74,10 +73,9 @@ describe('soak (small)', () => {
       health.setReporterWatched(path);
       return new ReporterSubscriber({
         path,
-        header: 'auto',
-        requestHeader: parseHeaderFormat('8be'),
-        subscribeRequest: null,
+        frameFormat: 'chunked',
         maxFrameBytes: 64 * 1024 * 1024,
+        attach: { timeoutMs: 5000, maxSections: 10_000 },
         pollIntervalMs: 20,
         backoff: { initialMs: 10, maxMs: 100 },
         decode: (frame) => unpickle(frame),
@@ -98,11 +96,10 @@ describe('soak (small)', () => {
 
     let next = 0;
     const sent: SoakJob[] = [];
-    const header = parseHeaderFormat('8be');
     const reporters = paths.map((path) =>
       startGeneratorReporter(
         path,
-        () => (next < JOBS ? soakJob(next++, SECTIONS, header) : undefined),
+        () => (next < JOBS ? soakJob(next++, SECTIONS, 'chunked') : undefined),
         (job) => sent.push({ ...job, bytes: Buffer.alloc(0) }),
       ),
     );

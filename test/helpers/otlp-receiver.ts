@@ -8,6 +8,16 @@ import * as grpc from '@grpc/grpc-js';
 
 export type AttributeValue = string | number | boolean;
 
+/** A Span.Link: a span of another trace (or this one) that this span relates to. */
+export interface DecodedLink {
+  traceId: string;
+  spanId: string;
+  traceState: string;
+  /** W3C trace flags in the low byte, bits 8-9 for "is_remote known" / "is remote"; 0 when not sent. */
+  flags: number;
+  attributes: Record<string, AttributeValue>;
+}
+
 export interface DecodedSpan {
   traceId: string;
   spanId: string;
@@ -21,6 +31,7 @@ export interface DecodedSpan {
   attributes: Record<string, AttributeValue>;
   /** OTLP StatusCode: 0 unset, 1 ok, 2 error. */
   status: { code: number; message: string };
+  links: DecodedLink[];
   resource: Record<string, AttributeValue>;
   /** Instrumentation scope name. */
   scope: string;
@@ -212,6 +223,28 @@ function decodeStatus(bytes: Uint8Array): { code: number; message: string } {
 
 type SpanFields = Omit<DecodedSpan, 'resource' | 'scope' | 'scopeVersion'>;
 
+// trace.proto Span.Link: 1 trace_id, 2 span_id, 3 trace_state, 4 attributes, 5 dropped_attributes_count,
+// 6 flags (fixed32).
+function decodeLink(bytes: Uint8Array): DecodedLink {
+  const link: DecodedLink = { traceId: '', spanId: '', traceState: '', flags: 0, attributes: {} };
+  readMessage(
+    bytes,
+    'Span.Link',
+    { 1: WIRE_LEN, 2: WIRE_LEN, 3: WIRE_LEN, 4: WIRE_LEN, 5: WIRE_VARINT, 6: WIRE_FIXED32 },
+    (field, r) => {
+      if (field === 1) link.traceId = hex(r.bytes());
+      else if (field === 2) link.spanId = hex(r.bytes());
+      else if (field === 3) link.traceState = r.string();
+      else if (field === 4) decodeKeyValue(r.bytes(), link.attributes);
+      else if (field === 5) r.varint();
+      else link.flags = r.fixed32();
+    },
+  );
+  if (link.traceId.length !== 32 || link.spanId.length !== 16)
+    throw new Error(`Span.Link with trace id ${link.traceId} and span id ${link.spanId}`);
+  return link;
+}
+
 // trace.proto Span: 1 trace_id, 2 span_id, 3 trace_state, 4 parent_span_id, 5 name, 6 kind,
 // 7 start_time_unix_nano (fixed64), 8 end_time_unix_nano (fixed64), 9 attributes, 10 dropped_attributes_count,
 // 11 events, 12 dropped_events_count, 13 links, 14 dropped_links_count, 15 status, 16 flags (fixed32).
@@ -226,6 +259,7 @@ function decodeSpan(bytes: Uint8Array): SpanFields {
     endTimeUnixNano: 0n,
     attributes: {},
     status: { code: 0, message: '' },
+    links: [],
   };
   readMessage(
     bytes,
@@ -274,6 +308,9 @@ function decodeSpan(bytes: Uint8Array): SpanFields {
         case 9:
           decodeKeyValue(r.bytes(), span.attributes);
           break;
+        case 13:
+          span.links.push(decodeLink(r.bytes()));
+          break;
         case 15:
           span.status = decodeStatus(r.bytes());
           break;
@@ -281,7 +318,7 @@ function decodeSpan(bytes: Uint8Array): SpanFields {
           r.fixed32();
           break;
         default:
-          if (field === 3 || field === 11 || field === 13) r.bytes();
+          if (field === 3 || field === 11) r.bytes();
           else r.varint();
       }
     },
@@ -395,6 +432,17 @@ function jsonAttributes(value: Json | undefined): Record<string, AttributeValue>
   return out;
 }
 
+function jsonLink(link: Json): DecodedLink {
+  const flags = field(link, 'flags');
+  return {
+    traceId: hexId(field(link, 'traceId'), 32, false),
+    spanId: hexId(field(link, 'spanId'), 16, false),
+    traceState: text(field(link, 'traceState')),
+    flags: typeof flags === 'number' ? flags : 0,
+    attributes: jsonAttributes(field(link, 'attributes')),
+  };
+}
+
 export function decodeJsonExportTraceServiceRequest(body: string): DecodedSpan[] {
   const out: DecodedSpan[] = [];
   const request = JSON.parse(body) as Json;
@@ -416,6 +464,7 @@ export function decodeJsonExportTraceServiceRequest(body: string): DecodedSpan[]
           endTimeUnixNano: int64(field(span, 'endTimeUnixNano')),
           attributes: jsonAttributes(field(span, 'attributes')),
           status: { code: typeof code === 'number' ? code : 0, message: text(field(status, 'message')) },
+          links: list(field(span, 'links')).map(jsonLink),
           resource,
           scope: text(field(scope, 'name')),
           scopeVersion: text(field(scope, 'version')),

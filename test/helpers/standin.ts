@@ -1,5 +1,6 @@
 // Spawns the Python pyATS reporter stand-in (reporter_standin.py) for a test, exposes the manifest of the job it
-// streams and cleans up after it; plus hand-rolled frame splitting and CPython decoding to check streams with.
+// streams and cleans up after it; plus a hand-rolled reader of reporter streams (every framing) and CPython
+// decoding to check streams with, independent of the project's own reader.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -8,13 +9,22 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ResultValue } from '../../src/events/types.js';
+import { encodeRequest } from '../../src/reporter/protocol.js';
 
 export const STANDIN_SCRIPT = fileURLToPath(new URL('./reporter_standin.py', import.meta.url));
 
-export type StandinHeader = '4be' | '4le' | '8be' | '8le';
-export type StandinResults = 'object' | 'dict' | 'string' | 'mixed';
-export type StandinTimes = 'datetime' | 'datetime-tz' | 'iso' | 'epoch';
+/** Message framing: `chunked` (pyATS 23.x, the default) or one size prefix (`4be`: pyATS 20.2). */
+export type StandinFrame = 'chunked' | '4be' | '4le' | '8be' | '8le';
+/** @deprecated the size prefixes only; use StandinFrame. */
+export type StandinHeader = Exclude<StandinFrame, 'chunked'>;
+/** `testresult`: pyats.results.result.TestResult as pyATS 23.2 (default); `object`: pyats.results.<Class>. */
+export type StandinResults = 'testresult' | 'object' | 'dict' | 'string' | 'mixed';
+/** `aware`: UTC datetimes as pyATS 23.2 (default); `datetime`: naive, local time of `tz`. */
+export type StandinTimes = 'aware' | 'datetime' | 'datetime-tz' | 'iso' | 'epoch';
+/** How messages are written: one write each, in 1–7 byte pieces with pauses, or all in one write. */
 export type StandinChunking = 'whole' | 'bytewise' | 'packed';
+/** What get_testsuite answers: the section tree so far (as pyATS), an exception, or None. */
+export type StandinSnapshot = 'real' | 'refuse' | 'none';
 
 /** A custom job for `jobTree`: parents without `result` get the roll-up of their non-plugin children. */
 export interface StandinJobNode {
@@ -41,13 +51,17 @@ export interface StandinOptions {
   symlinkFrom?: string;
   /** Subscribers to wait for before streaming (default 1); later ones join mid-job. */
   subscribers?: number;
-  /** Size prefix width and byte order (default `8be`). */
-  header?: StandinHeader;
+  /** Message framing of replies and events (default `chunked`, as pyATS 23.x). */
+  frame?: StandinFrame;
+  /** @deprecated older name of `frame`. */
+  header?: StandinFrame;
+  /** Bytes per chunk at most (default 65,535 as pyATS; smaller splits every message into many chunks). */
+  chunkSize?: number;
   /** Pickle protocol (default 4). */
   protocol?: 2 | 3 | 4 | 5;
-  /** How results are pickled (default `object`: `pyats.results.<Class>` instances). */
+  /** How results are pickled (default `testresult`, as pyATS 23.2). */
   results?: StandinResults;
-  /** How times are pickled (default `datetime`: naive, local time of `tz`). */
+  /** How times are pickled (default `aware`: UTC datetimes, as pyATS 23.2). */
   times?: StandinTimes;
   /** UTC offset of `datetime-tz` and `iso` times, minutes (default 120). */
   offsetMinutes?: number;
@@ -67,8 +81,13 @@ export interface StandinOptions {
   chunking?: StandinChunking;
   /** Close abruptly after sending this many events. */
   dropAfter?: number;
-  /** Do not send the first N events (an exporter attached mid-job). */
+  /** The first N events happen before anyone subscribes (an exporter attached mid-job): not sent, but in
+   * what get_testsuite / get_section return. */
   skipFirst?: number;
+  /** What get_testsuite answers (default `real`). */
+  snapshot?: StandinSnapshot;
+  /** The runinfo directory named in log file paths (default: the socket's directory). */
+  runinfo?: string;
   eventDelayMs?: number;
   /** Seconds the socket stays open after the last event (default 0.5). */
   linger?: number;
@@ -104,6 +123,11 @@ export interface ManifestSection {
   seen: boolean;
   /** Its stop event was sent. */
   completed: boolean;
+  /**
+   * What get_testsuite / get_section showed of it when the first subscriber attached (after `skipFirst`
+   * events); null when nothing, or when the tree cannot reach it (plugins of the TestSuite).
+   */
+  attach_state: 'init' | 'started' | 'stopped' | null;
 }
 
 export interface ManifestEvent {
@@ -129,10 +153,20 @@ export interface JobManifest {
   events: ManifestEvent[];
 }
 
+/** A request the stand-in received: `problem` when real pyATS would refuse it (or die of it). */
+export interface ManifestRequest {
+  /** Connections are numbered from 1 in the order they were accepted (per job). */
+  connection: number;
+  name: string | null;
+  problem: 'unpicklable' | 'no_name' | null;
+}
+
 /** The last job's manifest, plus every job's; top-level `events_sent` is the total over all jobs. */
 export interface Manifest extends JobManifest {
   final: boolean;
   jobs: JobManifest[];
+  /** The last job's requests. */
+  requests?: ManifestRequest[];
 }
 
 export interface Standin {
@@ -166,7 +200,8 @@ function flags(opts: StandinOptions, socket: string | undefined, expectPath: str
   add('--socket', socket);
   add('--symlink-from', opts.symlinkFrom);
   add('--subscribers', opts.subscribers);
-  add('--header', opts.header);
+  add('--frame', opts.frame ?? opts.header);
+  add('--chunk-size', opts.chunkSize);
   add('--protocol', opts.protocol);
   add('--results', opts.results);
   add('--times', opts.times);
@@ -179,6 +214,8 @@ function flags(opts: StandinOptions, socket: string | undefined, expectPath: str
   add('--chunking', opts.chunking);
   add('--drop-after', opts.dropAfter);
   add('--skip-first', opts.skipFirst);
+  add('--snapshot', opts.snapshot);
+  add('--runinfo', opts.runinfo);
   add('--event-delay-ms', opts.eventDelayMs);
   add('--linger', opts.linger);
   add('--repeat-jobs', opts.repeatJobs);
@@ -285,17 +322,25 @@ export async function startStandin(opts: StandinOptions = {}): Promise<Standin> 
 
 // --- reading a reporter stream by hand, independent of the project's reader -----------------------------------
 
-/** Connects, optionally sends `request`, and returns every byte received until the server closes. */
-export function collect(path: string, request?: Uint8Array): Promise<Buffer> {
+/** `{'name': 'subscribe_client', 'data': {}}` as pyATS's ReportClient.subscribe() sends it. */
+export function subscribeRequest(frame: StandinFrame = 'chunked'): Uint8Array {
+  return encodeRequest({ name: 'subscribe_client' }, frame);
+}
+
+/**
+ * Connects, sends `request` (default: a subscription, as ReportClient.subscribe() does; an empty array sends
+ * nothing) and returns every byte received until the server closes: the reply, then the events.
+ */
+export function collect(path: string, request: Uint8Array = subscribeRequest()): Promise<Buffer> {
   return collectChunks(path, request).then((chunks) => Buffer.concat(chunks));
 }
 
 /** Like `collect`, but keeps the chunks as they arrived (to see how the stream was cut). */
-export function collectChunks(path: string, request?: Uint8Array): Promise<Buffer[]> {
+export function collectChunks(path: string, request: Uint8Array = subscribeRequest()): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const socket = connect(path, () => {
-      if (request) socket.write(request);
+      if (request.length > 0) socket.write(request);
     });
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.on('end', () => resolve(chunks));
@@ -303,8 +348,8 @@ export function collectChunks(path: string, request?: Uint8Array): Promise<Buffe
   });
 }
 
-function readSize(buf: Buffer, offset: number, header: StandinHeader): number {
-  switch (header) {
+function readSize(buf: Buffer, offset: number, frame: StandinHeader): number {
+  switch (frame) {
     case '4be':
       return buf.readUInt32BE(offset);
     case '4le':
@@ -316,31 +361,88 @@ function readSize(buf: Buffer, offset: number, header: StandinHeader): number {
   }
 }
 
-/** Splits a byte stream into pickle payloads by reading each size prefix by hand; `rest` counts trailing bytes. */
-export function splitFrames(buf: Buffer, header: StandinHeader): { payloads: Buffer[]; rest: number } {
-  const width = header.startsWith('4') ? 4 : 8;
-  const payloads: Buffer[] = [];
+/** A message read by hand: its payload and how many chunks carried it (1 for a size prefix). */
+export interface SplitMessage {
+  payload: Buffer;
+  chunks: number;
+}
+
+/** Splits a byte stream into messages; `rest` counts trailing bytes of an incomplete one. */
+export function splitMessages(buf: Buffer, frame: StandinFrame): { messages: SplitMessage[]; rest: number } {
+  const messages: SplitMessage[] = [];
   let offset = 0;
+  if (frame === 'chunked') {
+    let parts: Buffer[] = [];
+    let at = 0;
+    while (at + 3 <= buf.length) {
+      const more = buf[at]!;
+      const size = buf.readUInt16BE(at + 1);
+      if (more > 1) throw new Error(`chunk header at ${at}: more_follows byte ${more}`);
+      if (at + 3 + size > buf.length) break;
+      parts.push(buf.subarray(at + 3, at + 3 + size));
+      at += 3 + size;
+      if (more === 0) {
+        messages.push({ payload: Buffer.concat(parts), chunks: parts.length });
+        parts = [];
+        offset = at;
+      }
+    }
+    return { messages, rest: buf.length - offset };
+  }
+  const width = frame.startsWith('4') ? 4 : 8;
   while (offset + width <= buf.length) {
-    const size = readSize(buf, offset, header);
+    const size = readSize(buf, offset, frame);
     if (offset + width + size > buf.length) break;
-    payloads.push(buf.subarray(offset + width, offset + width + size));
+    messages.push({ payload: buf.subarray(offset + width, offset + width + size), chunks: 1 });
     offset += width + size;
   }
-  return { payloads, rest: buf.length - offset };
+  return { messages, rest: buf.length - offset };
+}
+
+/** The payloads of a byte stream's messages (see splitMessages). */
+export function splitFrames(buf: Buffer, frame: StandinFrame): { payloads: Buffer[]; rest: number } {
+  const { messages, rest } = splitMessages(buf, frame);
+  return { payloads: messages.map((m) => m.payload), rest };
+}
+
+/** A subscription's stream: the reply to subscribe_client (None on success), then the events. */
+export function splitSubscription(
+  buf: Buffer,
+  frame: StandinFrame,
+): { reply: Buffer | undefined; events: Buffer[]; rest: number } {
+  const { payloads, rest } = splitFrames(buf, frame);
+  const [reply, ...events] = payloads;
+  return { reply, events, rest };
+}
+
+/** The pickle of None (the reply to subscribe_client and register_client) at protocol 2 and above. */
+export function isPickledNone(payload: Uint8Array | undefined): boolean {
+  return payload?.length === 4 && payload[0] === 0x80 && payload[2] === 0x4e && payload[3] === 0x2e;
 }
 
 // Loads each payload with CPython's pickle and prints JSON: datetimes as {datetime, offset}, instances as
-// {class, state}. The stub pyats.results module makes any result class loadable.
+// {class, state} (and `args` when created with arguments). Any class outside the standard library (pyATS's
+// results, result counters, exceptions) loads as a stub that keeps what it was given.
 const DECODER = `
-import sys, types, pickle, json, struct, datetime
-results = types.ModuleType('pyats.results')
+import sys, pickle, json, struct, datetime, io
+class Stub:
+    def __new__(cls, *args):
+        stub = object.__new__(cls)
+        stub.__dict__['args'] = list(args)
+        return stub
+    def __init__(self, *args):
+        pass
+    def __setstate__(self, state):
+        self.__dict__['state'] = state
 _classes = {}
-def _get(name):
-    return _classes.setdefault(name, type(name, (), {'__module__': 'pyats.results'}))
-results.__getattr__ = _get
-sys.modules['pyats'] = types.ModuleType('pyats')
-sys.modules['pyats.results'] = results
+class Loader(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module.split('.')[0] in ('datetime', 'builtins', 'copyreg', 'collections', 'zoneinfo', '_codecs'):
+            found = super().find_class(module, name)
+            if not (isinstance(found, type) and issubclass(found, BaseException)):
+                return found
+        key = module + '.' + name
+        return _classes.setdefault(key, type(name, (Stub,), {'__module__': module, '__qualname__': name}))
 def plain(v):
     if isinstance(v, datetime.datetime):
         off = v.utcoffset()
@@ -349,18 +451,23 @@ def plain(v):
         return {k: plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [plain(x) for x in v]
-    if hasattr(v, '__dict__'):
-        return {'class': type(v).__module__ + '.' + type(v).__qualname__, 'state': plain(vars(v))}
+    if isinstance(v, Stub):
+        out = {'class': type(v).__module__ + '.' + type(v).__qualname__}
+        if v.__dict__['args']:
+            out['args'] = plain(v.__dict__['args'])
+        out['state'] = plain(v.__dict__.get('state', {}))
+        return out
+    if isinstance(v, bytes):
+        return v.decode('latin-1')
     return v
 data = sys.stdin.buffer.read()
 out = []
 while data:
     (n,) = struct.unpack('>I', data[:4])
-    out.append(plain(pickle.loads(data[4:4 + n])))
+    out.append(plain(Loader(io.BytesIO(data[4:4 + n])).load()))
     data = data[4 + n:]
 print(json.dumps(out))
 `;
-
 export type DecodedEvent = Record<string, unknown>;
 
 /** Unpickles payloads with CPython and returns them as JSON-friendly values (see DECODER). */

@@ -28,7 +28,7 @@ const PROMETHEUS_242_ACCEPT =
 function populatedRegistry(): Registry {
   const registry = new Registry();
   const sink = new MetricsSink({ registry });
-  const job = { jobId: 'nightly', runId: 'nightly@1', traceId: '0'.repeat(32) };
+  const job = { jobId: 'nightly', jobName: 'nightly', runId: 'nightly@1', traceId: '0'.repeat(32) };
   sink.sectionStarted({ job, seqNum: 1, type: 'Testcase', task: 'task-1' });
   sink.sectionFinished({
     job,

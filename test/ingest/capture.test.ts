@@ -53,6 +53,7 @@ const sectionEvent: fc.Arbitrary<SectionEvent> = fc
       seqNum: fc.nat({ max: 2 ** 45 }),
       parentSeqNum: fc.nat({ max: 2 ** 45 }),
       id: text,
+      fullid: text,
       name: text,
       times: fc.tuple(
         fc.double({ min: MIN_MS, max: MAX_MS, noNaN: true }),
@@ -79,6 +80,7 @@ const sectionEvent: fc.Arbitrary<SectionEvent> = fc
     };
     if (r.parentSeqNum !== undefined) event.parentSeqNum = r.parentSeqNum;
     if (r.id !== undefined) event.id = r.id;
+    if (r.fullid !== undefined) event.fullid = r.fullid;
     if (r.name !== undefined) event.name = r.name;
     const [start, span] = r.times;
     if (r.hasStart) event.startTime = start;

@@ -1,9 +1,10 @@
 // Replay through the real pipeline, tracker, span ids and metrics sink: results.json as pyATS documents it
 // (plain, YAML, zipped, in a runinfo directory), NDJSON event dicts and exporter captures, corrupt files, the
-// progress display, and a CPython stand-in job exported live and then replayed from its results.json.
+// progress display, real pyATS 23.2 jobs (recorded live, test/fixtures/real-pyats) against their results.json,
+// and a CPython stand-in job exported live and then replayed from its results.json.
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -22,7 +23,6 @@ import {
 } from '../../src/ingest/replay.js';
 import { silentLogger } from '../../src/log.js';
 import { Pipeline } from '../../src/pipeline.js';
-import { parseHeaderFormat } from '../../src/reporter/framing.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
 import { unpickle } from '../../src/python/unpickle.js';
 import { ExporterHealth } from '../../src/telemetry/health.js';
@@ -30,6 +30,7 @@ import { MetricsSink } from '../../src/telemetry/metrics.js';
 import { parseMetrics, runCli, runExporter, sumOf, type Sample } from '../helpers/exporter-process.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { startStandin, type JobManifest, type StandinJobNode } from '../helpers/standin.js';
+import { liveEvents, realFile, type Recording } from './real-pyats.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/results/', import.meta.url));
 const fixture = (name: string): string => join(FIXTURES, name);
@@ -476,6 +477,65 @@ describe('progress', () => {
   });
 });
 
+describe('real pyATS 23.2 jobs: the live export and the replay of their results.json', () => {
+  /** The recorded live events through the pipeline, as the reporter subscriber feeds them. */
+  function exportedLive(recording: Recording) {
+    const h = harness('UTC');
+    const stream = `reporter:${recording}`;
+    for (const event of liveEvents(recording)) h.pipeline.ingest(stream, 'reporter_socket', event);
+    h.pipeline.endStream(stream);
+    return h;
+  }
+
+  async function expectSameExport(
+    live: ReturnType<typeof harness>,
+    replayed: ReturnType<typeof harness>,
+    sections: number,
+  ): Promise<void> {
+    expect(live.sink.finished).toHaveLength(sections);
+    expect(replayed.sink.finished.map(spanView).sort(bySpan)).toEqual(
+      live.sink.finished.map(spanView).sort(bySpan),
+    );
+    for (const s of replayed.sink.finished) {
+      const twin = live.sink.finished.find((l) => l.spanId === s.spanId) as FinishedSection;
+      expect(s.fullid).toBe(twin.fullid);
+      expect(s.xref).toEqual(twin.xref);
+      expect(s.runtime).toBe(twin.runtime);
+      expect(s.parentSeqNum).toBe(twin.parentSeqNum);
+      // Live events name the log with its runinfo directory, the report without (docs/replay.md).
+      if (s.type !== 'TestSuite') expect(s.logfile).toBe(basename(twin.logfile ?? ''));
+    }
+    expect(replayed.sink.jobs.map(jobView)).toEqual(live.sink.jobs.map(jobView));
+    expectSameMetrics(await jobMetrics(replayed.registry), await jobMetrics(live.registry));
+  }
+
+  it('gives the spans, ids, roll-ups and metrics of the live export, from the 3.3 report and the 3.4 variant', async () => {
+    const live = exportedLive('subscribe');
+    // The Task and the job: no result on the wire, rolled up from the children to TcAborted's, which is
+    // also what pyATS itself reports for them (the 3.4 variant's own results).
+    const rolled = live.sink.finished.filter((s) => s.type === 'Task' || s.type === 'TestSuite');
+    expect(rolled.map((s) => s.result)).toEqual([{ value: 'aborted' }, { value: 'aborted' }]);
+    expect(live.sink.jobs[0]).toMatchObject({ result: 'aborted', incomplete: false });
+    for (const file of ['results.json', 'results.v34.json']) {
+      const replayed = harness('UTC');
+      const summary = await replayed.replay([realFile(file)]);
+      expect(summary, file).toMatchObject({ failed: 0, jobs: 1, events: 58 });
+      await expectSameExport(live, replayed, 28);
+    }
+    // The reason of the over-64-KiB event made it through.
+    const long = live.sink.finished.find((s) => s.fullid === 'RealTask.TcLong.t');
+    expect(long?.result.value).toBe('failed');
+    expect(long?.result.reason?.startsWith('long reason 0123456789abcdef')).toBe(true);
+  });
+
+  it('gives the live span ids for tasks that ran in parallel', async () => {
+    const live = exportedLive('parallel');
+    const replayed = harness('UTC');
+    await replayed.replay([realFile('parallel.results.json')]);
+    await expectSameExport(live, replayed, 23);
+  });
+});
+
 describe('live export and replay of the same job', () => {
   const ZONE = 'Asia/Kolkata';
   const OFFSET_MS = 330 * 60_000;
@@ -550,10 +610,9 @@ describe('live export and replay of the same job', () => {
     const socket = join(dir, 'reporter.sock');
     const subscriber = new ReporterSubscriber({
       path: socket,
-      header: 'auto',
-      requestHeader: parseHeaderFormat('8be'),
-      subscribeRequest: null,
+      frameFormat: 'chunked',
       maxFrameBytes: 1 << 20,
+      attach: { timeoutMs: 2000, maxSections: 10_000 },
       pollIntervalMs: 20,
       backoff: { initialMs: 50, maxMs: 200 },
       decode: (frame) => unpickle(frame),
@@ -653,8 +712,9 @@ describe('live export and replay of the same job', () => {
     for (const s of replayed.sink.finished) {
       const twin = live.sink.finished.find((l) => l.spanId === s.spanId) as FinishedSection;
       expect(s.xref).toEqual(twin.xref);
-      // The report has no log file for the TestSuite itself.
-      if (s.type !== 'TestSuite') expect(s.logfile).toBe(twin.logfile);
+      // The report has no log file for the TestSuite itself, and names the others without the runinfo
+      // directory live events give (as real pyATS 23.2 does).
+      if (s.type !== 'TestSuite') expect(s.logfile).toBe(basename(twin.logfile ?? ''));
       expect(s.runtime).toBeCloseTo(twin.runtime, 9);
     }
     expect(replayed.sink.jobs.map(jobView)).toEqual(live.sink.jobs.map(jobView));
@@ -728,7 +788,8 @@ describe('pyats-exporter replay', () => {
     expect(receiver.spans).toHaveLength(want.sections.length);
     expect(new Set(receiver.spans.map((s) => s.traceId))).toEqual(new Set([traceId]));
     const samples = parseMetrics(await exporter.scrape());
-    expect(sumOf(samples, 'pyats_job_runs_total', { job: want.job_id, result: want.job_result })).toBe(1);
+    // The `job` label is the job's name (the TestSuite's), not its per-run id.
+    expect(sumOf(samples, 'pyats_job_runs_total', { job: suite.name, result: want.job_result })).toBe(1);
     expect((await exporter.stop()).code).toBe(0);
   });
 });

@@ -12,7 +12,7 @@ import { startOtlpReceiver, type DecodedSpan, type OtlpReceiver } from '../helpe
 import {
   startStandin,
   type JobManifest,
-  type StandinHeader,
+  type StandinFrame,
   type StandinResults,
   type StandinTimes,
 } from '../helpers/standin.js';
@@ -110,82 +110,81 @@ function checkMetrics(job: JobManifest, text: string): void {
   expect(sumOf(samples, 'pyats_job_runs_total', { job: job.job_id, result: job.job_result })).toBe(1);
 }
 
-const HEADERS: StandinHeader[] = ['4be', '4le', '8be', '8le'];
+// chunked: pyATS 23.x; 4be: pyATS 20.2; the others for a reporter that differs (--frame-format).
+const HEADERS: StandinFrame[] = ['chunked', '4be', '4le', '8be', '8le'];
 const RESULTS: StandinResults[] = ['object', 'dict', 'string', 'mixed'];
 const TIMES: StandinTimes[] = ['datetime', 'datetime-tz', 'iso', 'epoch'];
 
 describe('reporter socket → spans and metrics', () => {
-  // Each header once in-process, and once more with the sockets read on the decode thread (--decode-thread).
+  // Each framing once in-process, and once more with the sockets read on the decode thread (--decode-thread).
   const variants = [
     ...HEADERS.map((header, i) => ({ header, i, decodeThread: false })),
-    { header: '8be' as StandinHeader, i: HEADERS.length, decodeThread: true },
+    { header: 'chunked' as StandinFrame, i: HEADERS.length, decodeThread: true },
   ];
-  describe.each(variants)(
-    'frame header $header, decode thread: $decodeThread',
-    ({ header, i, decodeThread }) => {
-      it('exports every job of pickle protocols 2–5 exactly', async () => {
-        const dir = tempDir();
-        mkdirSync(join(dir, 'runinfo'));
-        const socket = join(dir, 'runinfo', 'reporter.sock');
-        const exporter = await runExporter(
-          [
-            '--reporter-socket',
+  describe.each(variants)('framing $header, decode thread: $decodeThread', ({ header, i, decodeThread }) => {
+    it('exports every job of pickle protocols 2–5 exactly', async () => {
+      const dir = tempDir();
+      mkdirSync(join(dir, 'runinfo'));
+      const socket = join(dir, 'runinfo', 'reporter.sock');
+      const exporter = await runExporter(
+        [
+          '--reporter-socket',
+          socket,
+          '--listen',
+          '127.0.0.1:0',
+          '--timezone',
+          JOB_ZONE,
+          '--log-level',
+          'info',
+          ...(decodeThread ? ['--decode-thread'] : []),
+          ...(header === 'chunked' ? [] : ['--frame-format', header]),
+        ],
+        otlpEnv(),
+      );
+      try {
+        for (const protocol of [2, 3, 4, 5] as const) {
+          const k = (i + protocol) % 4;
+          const jobId = `job_${header}${decodeThread ? '_thread' : ''}_p${protocol}`;
+          const standin = await startStandin({
             socket,
-            '--listen',
-            '127.0.0.1:0',
-            '--timezone',
-            JOB_ZONE,
-            '--log-level',
-            'info',
-            ...(decodeThread ? ['--decode-thread'] : []),
-          ],
-          otlpEnv(),
-        );
-        try {
-          for (const protocol of [2, 3, 4, 5] as const) {
-            const k = (i + protocol) % 4;
-            const jobId = `job_${header}${decodeThread ? '_thread' : ''}_p${protocol}`;
-            const standin = await startStandin({
-              socket,
-              header,
-              protocol,
-              results: RESULTS[k],
-              times: TIMES[(k + 1) % 4],
-              tz: JOB_ZONE,
-              jobId,
-              seed: protocol,
-              startEpoch: 1_700_000_000 + i * 10_000 + protocol * 1000 + 0.123456,
-              chunking: protocol === 3 ? 'bytewise' : protocol === 4 ? 'packed' : 'whole',
+            frame: header,
+            protocol,
+            results: RESULTS[k],
+            times: TIMES[(k + 1) % 4],
+            tz: JOB_ZONE,
+            jobId,
+            seed: protocol,
+            startEpoch: 1_700_000_000 + i * 10_000 + protocol * 1000 + 0.123456,
+            chunking: protocol === 3 ? 'bytewise' : protocol === 4 ? 'packed' : 'whole',
+          });
+          try {
+            const manifest = await standin.manifest();
+            const text = await until(`job ${jobId} on /metrics`, async () => {
+              const t = await exporter.scrape();
+              return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: jobId }) > 0 ? t : undefined;
             });
-            try {
-              const manifest = await standin.manifest();
-              const text = await until(`job ${jobId} on /metrics`, async () => {
-                const t = await exporter.scrape();
-                return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: jobId }) > 0 ? t : undefined;
-              });
-              checkMetrics(manifest, text);
-              const expectedSpans = manifest.sections.filter((s) => s.completed).length;
-              const spans = await until(`spans of ${jobId}`, () => {
-                const found = spansOfJob(jobId);
-                return found.length >= expectedSpans ? found : undefined;
-              });
-              checkSpans(manifest, spans);
-              // Every result value occurs in the scripted job.
-              expect(new Set(manifest.sections.map((s) => s.result))).toEqual(new Set(RESULT_VALUES));
-            } finally {
-              await standin.kill();
-            }
+            checkMetrics(manifest, text);
+            const expectedSpans = manifest.sections.filter((s) => s.completed).length;
+            const spans = await until(`spans of ${jobId}`, () => {
+              const found = spansOfJob(jobId);
+              return found.length >= expectedSpans ? found : undefined;
+            });
+            checkSpans(manifest, spans);
+            // Every result value occurs in the scripted job.
+            expect(new Set(manifest.sections.map((s) => s.result))).toEqual(new Set(RESULT_VALUES));
+          } finally {
+            await standin.kill();
           }
-          const text = await exporter.scrape();
-          expect(await promtoolFindings(text)).toEqual([]);
-          expect(sumOf(parseMetrics(text), 'pyats_exporter_events_rejected_total')).toBe(0);
-        } finally {
-          const { code } = await exporter.stop();
-          expect(code).toBe(0);
         }
-      });
-    },
-  );
+        const text = await exporter.scrape();
+        expect(await promtoolFindings(text)).toEqual([]);
+        expect(sumOf(parseMetrics(text), 'pyats_exporter_events_rejected_total')).toBe(0);
+      } finally {
+        const { code } = await exporter.stop();
+        expect(code).toBe(0);
+      }
+    });
+  });
 
   it.each([false, true])(
     'on SIGTERM mid-job ends open sections as abandoned, exports every span and exits 0 within 10 s (decode thread: %s)',

@@ -13,7 +13,6 @@ import type { FinishedSection, JobSummary, SectionSink, StartedSection } from '.
 import { silentLogger } from '../../src/log.js';
 import { Pipeline } from '../../src/pipeline.js';
 import { SocketDiscovery, type SocketDiscoveryOptions } from '../../src/reporter/discovery.js';
-import { parseHeaderFormat } from '../../src/reporter/framing.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
 import { unpickle } from '../../src/python/unpickle.js';
 import { ExporterHealth } from '../../src/telemetry/health.js';
@@ -63,10 +62,9 @@ function harness(roots: string[], options: Partial<SocketDiscoveryOptions> = {})
       created.push(path);
       const subscriber = new ReporterSubscriber({
         path,
-        header: 'auto',
-        requestHeader: parseHeaderFormat('8be'),
-        subscribeRequest: null,
+        frameFormat: 'chunked',
         maxFrameBytes: 1 << 20,
+        attach: { timeoutMs: 5000, maxSections: 10_000 },
         pollIntervalMs: 50,
         backoff: { initialMs: 50, maxMs: 200 },
         decode: (frame) => unpickle(frame),

@@ -23,12 +23,13 @@ import {
 } from '../../src/events/types.js';
 import { Pipeline } from '../../src/pipeline.js';
 import {
+  FRAME_FORMATS,
   FrameError,
   FrameReader,
   encodeFrame,
-  parseHeaderFormat,
-  type HeaderFormat,
+  type FrameFormat,
 } from '../../src/reporter/framing.js';
+import { pickle } from '../../src/python/pickle-writer.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
 import { unpickle, UnpickleError } from '../../src/python/unpickle.js';
 import { collect, splitFrames, startStandin, type StandinOptions } from '../helpers/standin.js';
@@ -36,7 +37,12 @@ import { collect, splitFrames, startStandin, type StandinOptions } from '../help
 const MAX_STRING = 48;
 const NORMALIZE: NormalizeOptions = { zone: resolveZone('UTC'), maxStringLength: MAX_STRING };
 const MAX_FRAME_BYTES = 1 << 20;
-const HEADERS = ['4be', '4le', '8be', '8le'].map(parseHeaderFormat);
+const HEADERS = FRAME_FORMATS;
+
+/** Bytes of the header in front of a (first) chunk. */
+function widthOf(format: FrameFormat): number {
+  return format === 'chunked' ? 3 : format.startsWith('8') ? 8 : 4;
+}
 const HEX16 = /^[0-9a-f]{16}$/;
 const HEX32 = /^[0-9a-f]{32}$/;
 const RESULTS: ReadonlySet<string> = new Set(RESULT_VALUES);
@@ -45,12 +51,13 @@ const RESULTS: ReadonlySet<string> = new Set(RESULT_VALUES);
 let payloads: Uint8Array[] = [];
 
 async function payloadsOf(opts: StandinOptions): Promise<Uint8Array[]> {
-  const standin = await startStandin({ ...opts, header: '8be', chunking: 'packed', linger: 0.1 });
+  const standin = await startStandin({ ...opts, frame: '8be', chunking: 'packed', linger: 0.1 });
   try {
     const bytes = await collect(standin.path);
     const { payloads: frames, rest } = splitFrames(bytes, '8be');
     expect(rest).toBe(0);
-    return frames.map((f) => new Uint8Array(f));
+    // The first message is the reply to subscribe_client, not an event.
+    return frames.slice(1).map((f) => new Uint8Array(f));
   } finally {
     await standin.kill();
   }
@@ -225,7 +232,7 @@ const framePlan: fc.Arbitrary<FramePlan> = fc.oneof(
 
 /** A stream: runs of consecutive real frames (so jobs really build up) with faults slipped in. */
 const streamPlan = fc.record({
-  header: fc.integer({ min: 0, max: 3 }),
+  header: fc.integer({ min: 0, max: HEADERS.length - 1 }),
   start: fc.nat(),
   plans: fc.array(framePlan, { minLength: 1, maxLength: 80, size: 'max' }),
   inOrder: fc.boolean(),
@@ -264,7 +271,8 @@ function mutate(data: Uint8Array, mutations: Mutation[]): Uint8Array {
 
 /** The bytes of one stream: each frame re-encoded with the chosen header, some with a lying size. */
 function streamBytes(plan: StreamPlan): Uint8Array {
-  const header = HEADERS[plan.header] as HeaderFormat;
+  const header = HEADERS[plan.header] as FrameFormat;
+  const width = widthOf(header);
   const parts: Uint8Array[] = [];
   plan.plans.forEach((p, i) => {
     const index = plan.inOrder ? plan.start + i : p.kind === 'random' ? 0 : p.index;
@@ -276,8 +284,8 @@ function streamBytes(plan: StreamPlan): Uint8Array {
     } else {
       const framed = encodeFrame(real, header);
       const size = Math.max(0, real.length + p.delta);
-      const lying = encodeFrame(new Uint8Array(size), header).subarray(0, header.width);
-      parts.push(Uint8Array.from([...lying, ...framed.subarray(header.width)]));
+      const lying = encodeFrame(new Uint8Array(size), header).subarray(0, width);
+      parts.push(Uint8Array.from([...lying, ...framed.subarray(width)]));
     }
   });
   const total = parts.reduce((n, part) => n + part.length, 0);
@@ -320,7 +328,7 @@ describe('source path fuzzing', () => {
       fc.property(streamPlan, (plan) => {
         const streamId = `s${stream++}`;
         sink.beginStream();
-        const reader = new FrameReader({ header: 'auto', maxFrameBytes: MAX_FRAME_BYTES });
+        const reader = new FrameReader({ format: 'auto', maxFrameBytes: MAX_FRAME_BYTES });
         const consume = (frames: Uint8Array[]): void => {
           for (const frame of frames) {
             let value: unknown;
@@ -366,8 +374,27 @@ describe('source path fuzzing', () => {
   describe('over a real socket', () => {
     let dir: string;
     let server: Server;
-    const cases: { chunks: Uint8Array[]; served: () => void }[] = [];
+    const cases: { format: FrameFormat; chunks: Uint8Array[]; served: () => void }[] = [];
     const waiting: Socket[] = [];
+
+    // Answers as a pyATS 23.2 reporter: a subscription gets the reply None in the stream's own framing, then
+    // the mutated stream; the attach snapshot's requests get pong / None / no TestSuite yet.
+    const accept = (socket: Socket): void => {
+      socket.on('error', () => undefined);
+      const reader = new FrameReader({ format: 'auto', maxFrameBytes: MAX_FRAME_BYTES });
+      const onRequest = (chunk: Buffer): void => {
+        for (const frame of reader.push(chunk)) {
+          const name = (unpickle(frame) as { name?: unknown }).name;
+          if (name === 'subscribe_client') {
+            socket.off('data', onRequest);
+            serve(socket);
+            return;
+          }
+          socket.write(encodeFrame(pickle(name === 'ping' ? 'pong' : null), 'chunked'));
+        }
+      };
+      socket.on('data', onRequest);
+    };
 
     const serve = (socket: Socket): void => {
       const next = cases.shift();
@@ -375,8 +402,8 @@ describe('source path fuzzing', () => {
         waiting.push(socket);
         return;
       }
-      socket.on('error', () => undefined);
       socket.resume();
+      socket.write(encodeFrame(pickle(null), next.format));
       // One write per chunk, a tick apart, so the reader sees the stream cut where the plan says.
       const write = (i: number): void => {
         if (socket.destroyed) return next.served();
@@ -392,7 +419,7 @@ describe('source path fuzzing', () => {
 
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), 'pipeline-fuzz-'));
-      server = createServer(serve);
+      server = createServer(accept);
       await new Promise<void>((resolve) => server.listen(join(dir, 'reporter.sock'), resolve));
     });
 
@@ -421,10 +448,9 @@ describe('source path fuzzing', () => {
       let ended: (() => void) | undefined;
       const subscriber = new ReporterSubscriber({
         path: join(dir, 'reporter.sock'),
-        header: 'auto',
-        requestHeader: parseHeaderFormat('8be'),
-        subscribeRequest: null,
+        frameFormat: 'chunked',
         maxFrameBytes: MAX_FRAME_BYTES,
+        attach: { timeoutMs: 5000, maxSections: 1000 },
         pollIntervalMs: 5,
         backoff: { initialMs: 1, maxMs: 4 },
         decode: (frame) => unpickle(frame),
@@ -446,7 +472,8 @@ describe('source path fuzzing', () => {
             sink.beginStream();
             const disconnected = new Promise<void>((resolve) => (ended = resolve));
             const served = new Promise<void>((resolve) => {
-              cases.push({ chunks: chunked(streamBytes(plan), plan.chunks), served: resolve });
+              const format = HEADERS[plan.header] as FrameFormat;
+              cases.push({ format, chunks: chunked(streamBytes(plan), plan.chunks), served: resolve });
               const socket = waiting.shift();
               if (socket !== undefined) serve(socket);
             });

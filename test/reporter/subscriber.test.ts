@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
-import { HEADER_FORMATS, encodeFrame, formatHeader, parseHeaderFormat } from '../../src/reporter/framing.js';
+import { pickle, unpickle, type PyDict, type PyValue } from '../../src/python/index.js';
+import { FRAME_FORMATS, FrameReader, encodeFrame, type FrameFormat } from '../../src/reporter/framing.js';
+import { encodeRequest } from '../../src/reporter/protocol.js';
 import {
   ReporterSubscriber,
   type ConnectionInfo,
@@ -14,23 +16,18 @@ import {
   type SubscriberHandlers,
 } from '../../src/reporter/subscriber.js';
 
-const h = parseHeaderFormat;
-const REQUEST = Uint8Array.from([0x80, 0x02, 0x7d, 0x2e]); // a pickled {} stands in for the subscribe request
-
-/** A pickle-shaped payload carrying `text` (not a real pickle: the test decoder below reads it). */
+/** A reporter's events stand-ins: pickled strings, decoded with the real unpickler. */
 function payload(text: string): Uint8Array {
-  const body = new TextEncoder().encode(text);
-  const out = new Uint8Array(body.length + 3);
-  out.set([0x80, 0x04]);
-  out.set(body, 2);
-  out[out.length - 1] = 0x2e;
-  return out;
+  return pickle(text);
 }
 
 function decode(frame: Uint8Array): unknown {
-  if (frame[0] !== 0x80 || frame[frame.length - 1] !== 0x2e) throw new Error('not a test payload');
-  return new TextDecoder().decode(frame.subarray(2, frame.length - 1));
+  return unpickle(frame);
 }
+
+// What pyATS 23.2's ReportClient.subscribe() sent on its connection, recorded through a proxy.
+const REAL_SUBSCRIBE_REQUEST =
+  '00003380049528000000000000007d94288c046e616d65948c107375627363726962655f636c69656e74948c0464617461947d94752e';
 
 const NOT_A_PICKLE = Uint8Array.from([1, 2, 3]);
 
@@ -68,24 +65,56 @@ class Recorder {
   }
 }
 
-/** Stands in for a pyATS reporter server: listens on a Unix socket and records what each client sends. */
+interface TestReporterOptions {
+  /** Runs once a connection's subscribe_client has been answered with None. */
+  onSubscribe?: (socket: net.Socket) => void;
+  /** What get_testsuite / get_section return (a tree snapshot); default: no TestSuite yet. */
+  tree?: { suite: PyDict; sections: Record<string, PyDict> };
+  /** The reply to subscribe_client; default None. */
+  subscribeReply?: PyValue;
+  /** Framing of what the reporter sends; default chunked, as pyATS 23.2. */
+  format?: FrameFormat;
+}
+
+/**
+ * Stands in for a pyATS 23.2 reporter server for these unit tests: answers the requests pyATS's clients send
+ * (real pickles, chunked framing) and records every request. Happy-path bytes are checked against real pyATS
+ * in test/integration and test/helpers.
+ */
 class TestReporter {
-  readonly connections: { socket: net.Socket; received: () => Buffer }[] = [];
+  readonly connections: { socket: net.Socket; received: () => Buffer; requests: PyDict[] }[] = [];
 
   private constructor(private readonly server: net.Server) {}
 
-  static async listen(
-    path: string,
-    onConnection: (socket: net.Socket) => void = () => {},
-  ): Promise<TestReporter> {
+  static async listen(path: string, options: TestReporterOptions = {}): Promise<TestReporter> {
     const server = net.createServer();
     const reporter = new TestReporter(server);
+    const format = options.format ?? 'chunked';
     server.on('connection', (socket) => {
       const chunks: Buffer[] = [];
-      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const requests: PyDict[] = [];
+      const reader = new FrameReader({ format: 'auto', maxFrameBytes: 1 << 20 });
+      const reply = (value: PyValue): boolean => socket.write(encodeFrame(pickle(value), format));
+      socket.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        for (const frame of reader.push(chunk)) {
+          const request = unpickle(frame) as PyDict;
+          requests.push(request);
+          const data = request['data'] as PyDict;
+          if (request['name'] === 'subscribe_client') {
+            reply(options.subscribeReply === undefined ? null : options.subscribeReply);
+            options.onSubscribe?.(socket);
+          } else if (request['name'] === 'ping') reply('pong');
+          else if (request['name'] === 'register_client') reply(null);
+          else if (request['name'] === 'get_testsuite') reply(options.tree?.suite ?? null);
+          else if (request['name'] === 'get_section') {
+            const key = (data['id_list'] as string[]).join('/');
+            reply(options.tree?.sections[key] ?? null);
+          }
+        }
+      });
       socket.on('error', () => {});
-      reporter.connections.push({ socket, received: () => Buffer.concat(chunks) });
-      onConnection(socket);
+      reporter.connections.push({ socket, received: () => Buffer.concat(chunks), requests });
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -93,6 +122,13 @@ class TestReporter {
     });
     reporters.push(reporter);
     return reporter;
+  }
+
+  /** Connections that subscribed (the others fetched a snapshot). */
+  subscribed(): net.Socket[] {
+    return this.connections
+      .filter((c) => c.requests[0]?.['name'] === 'subscribe_client')
+      .map((c) => c.socket);
   }
 
   async close(): Promise<void> {
@@ -120,10 +156,9 @@ async function tempDir(): Promise<string> {
 function subscribe(path: string, recorder: Recorder, options: Partial<ReporterSubscriberOptions> = {}) {
   const subscriber = new ReporterSubscriber({
     path,
-    header: 'auto',
-    requestHeader: h('4be'),
-    subscribeRequest: REQUEST,
+    frameFormat: 'chunked',
     maxFrameBytes: 1024 * 1024,
+    attach: { timeoutMs: 2000, maxSections: 1000 },
     pollIntervalMs: 10,
     backoff: { initialMs: 10, maxMs: 40 },
     decode,
@@ -146,15 +181,15 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000)
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function frames(texts: string[], format = h('4be')): Buffer {
+function frames(texts: string[], format: FrameFormat = 'chunked'): Buffer {
   return Buffer.concat(texts.map((t) => encodeFrame(payload(t), format)));
 }
 
 describe('ReporterSubscriber', () => {
-  it('waits for a socket created later and sends the subscribe request frame exactly', async () => {
+  it('waits for a socket created later, then subscribes exactly as ReportClient.subscribe() does', async () => {
     const path = join(await tempDir(), 'reporter.sock');
     const recorder = new Recorder();
-    const subscriber = subscribe(path, recorder, { requestHeader: h('8le') });
+    const subscriber = subscribe(path, recorder);
     await sleep(60);
     expect(subscriber.state).toBe('waiting');
     expect(recorder.calls).toEqual([]);
@@ -162,13 +197,36 @@ describe('ReporterSubscriber', () => {
     const reporter = await TestReporter.listen(path);
     await waitFor(() => recorder.of('connected').length === 1, 'connected');
     expect(subscriber.state).toBe('connected');
-    const expected = Buffer.from(encodeFrame(REQUEST, h('8le')));
+    const expected = Buffer.from(encodeRequest({ name: 'subscribe_client' }, 'chunked'));
     await waitFor(() => (reporter.connections[0]?.received().length ?? 0) >= expected.length, 'request');
     await sleep(20);
-    expect(reporter.connections[0]?.received().toString('hex')).toBe(expected.toString('hex'));
+    // Real ReportClient.subscribe() sends these bytes and nothing else on its connection (recorded from pyATS 23.2).
+    expect(reporter.connections[0]?.received().toString('hex')).toBe(REAL_SUBSCRIBE_REQUEST);
+    expect(expected.toString('hex')).toBe(REAL_SUBSCRIBE_REQUEST);
     const conn = recorder.of('connected')[0]?.conn;
     expect(conn?.path).toBe(path);
     expect(conn?.connectedAt).toBeGreaterThan(0);
+  });
+
+  it('then fetches what already ran as pyATS Explorer does, on a connection of its own', async () => {
+    const path = join(await tempDir(), 'reporter.sock');
+    const reporter = await TestReporter.listen(path);
+    const recorder = new Recorder();
+    subscribe(path, recorder);
+    await waitFor(
+      () => reporter.connections.length === 2 && reporter.connections[1]!.requests.length === 3,
+      'snapshot',
+    );
+    const names = reporter.connections.map((c) => c.requests.map((r) => r['name']));
+    expect(names).toEqual([['subscribe_client'], ['ping', 'register_client', 'get_testsuite']]);
+    const register = reporter.connections[1]!.requests[1]!['data'] as PyDict;
+    expect(register).toEqual({ pid: String(process.pid), ppid: String(process.ppid) });
+    await waitFor(
+      () =>
+        reporter.connections[1]!.socket.destroyed || reporter.connections[1]!.socket.readyState === 'closed',
+      'snapshot closed',
+    );
+    expect(recorder.of('frameRejected')).toEqual([]);
   });
 
   it('stops reading while holdWhile says the sinks are behind, then delivers everything in order', async () => {
@@ -176,9 +234,11 @@ describe('ReporterSubscriber', () => {
     // ~6 MB: far more than the socket buffers hold, so a held reader makes the reporter's writes wait.
     const texts = Array.from({ length: 3000 }, (_, i) => `${i}:${'x'.repeat(2000)}`);
     let drained = false;
-    await TestReporter.listen(path, (socket) => {
-      if (socket.write(frames(texts))) drained = true;
-      else socket.once('drain', () => (drained = true));
+    await TestReporter.listen(path, {
+      onSubscribe: (socket) => {
+        if (socket.write(frames(texts))) drained = true;
+        else socket.once('drain', () => (drained = true));
+      },
     });
     // Held once 100 events are in: backpressure is checked between frames, so exactly 100 get through.
     let holdAt = 100;
@@ -198,13 +258,10 @@ describe('ReporterSubscriber', () => {
     const path = join(await tempDir(), 'reporter.sock');
     const texts = Array.from({ length: 300 }, (_, i) => `e${i}`);
     // Everything in one write, then the reporter closes: the frames are read before they are handed over.
-    await TestReporter.listen(path, (socket) => socket.end(frames(texts)));
+    await TestReporter.listen(path, { onSubscribe: (socket) => socket.end(frames(texts)) });
     let holdAt = 10;
     const recorder = new Recorder();
-    subscribe(path, recorder, {
-      holdWhile: () => recorder.events().length >= holdAt,
-      subscribeRequest: null,
-    });
+    subscribe(path, recorder, { holdWhile: () => recorder.events().length >= holdAt });
     await waitFor(() => recorder.events().length === holdAt, 'events up to the hold');
     await sleep(100);
     expect(recorder.of('disconnected')).toEqual([]);
@@ -213,24 +270,36 @@ describe('ReporterSubscriber', () => {
     expect(recorder.summary()).toEqual(['connected', ...texts.map((t) => `event:${t}`), 'disconnected:eof']);
   });
 
-  it('sends no request to a reporter that streams unprompted (it would not need one)', async () => {
+  it('logs and counts a refused subscription, then reconnects', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    const reporter = await TestReporter.listen(path, (socket) => socket.write(frames(['a', 'b'])));
+    const refusal = Object.assign(Object.create(null) as PyDict, {
+      exception: 'UnregisteredClientError: Unkown client',
+    });
+    const reporter = await TestReporter.listen(path, { subscribeReply: refusal });
     const recorder = new Recorder();
     subscribe(path, recorder);
-    await waitFor(() => recorder.of('event').length === 2, 'events');
-    await sleep(150);
-    expect(reporter.connections[0]?.received().length).toBe(0);
+    await waitFor(() => recorder.of('connected').length >= 2, 'a second attempt');
+    expect(recorder.summary().slice(0, 3)).toEqual([
+      'connected',
+      'frameRejected:subscribe_refused',
+      'disconnected:reset',
+    ]);
+    expect(recorder.of('frameRejected')[0]?.detail).toMatch(/refused subscribe_client: .*Unkown client/);
+    // No snapshot is asked of a reporter that refused the subscription.
+    expect(reporter.connections.every((c) => c.requests[0]?.['name'] === 'subscribe_client')).toBe(true);
   });
 
-  it('sends nothing when there is no subscribe request', async () => {
+  it('refuses a reply that is not None: the peer does not speak pyATS 23.2', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    const reporter = await TestReporter.listen(path, (socket) => socket.write(frames(['hello'])));
+    await TestReporter.listen(path, { subscribeReply: 'hello' });
     const recorder = new Recorder();
-    subscribe(path, recorder, { subscribeRequest: null });
-    await waitFor(() => recorder.events().length === 1, 'event');
-    await sleep(20);
-    expect(reporter.connections[0]?.received().length).toBe(0);
+    subscribe(path, recorder);
+    await waitFor(() => recorder.of('frameRejected').length >= 1, 'rejection');
+    expect(recorder.of('frameRejected')[0]).toMatchObject({ code: 'subscribe_refused' });
+    expect(recorder.of('frameRejected')[0]?.detail).toMatch(
+      /answered subscribe_client with "hello", not None/,
+    );
+    expect(recorder.events()).toEqual([]);
   });
 
   it('follows a symlink into another directory, waiting while it dangles', async () => {
@@ -243,36 +312,42 @@ describe('ReporterSubscriber', () => {
     await sleep(60);
     expect(subscriber.state).toBe('waiting');
 
-    await TestReporter.listen(target, (socket) => socket.write(frames(['via symlink'])));
+    await TestReporter.listen(target, { onSubscribe: (socket) => socket.write(frames(['via symlink'])) });
     await waitFor(() => recorder.events().length === 1, 'event');
     expect(recorder.events()).toEqual(['via symlink']);
     expect(recorder.of('connected')[0]?.conn.path).toBe(path);
   });
 
-  it('delivers frames split byte by byte and packed many per write', async () => {
+  it('delivers messages split byte by byte, spread over many chunks, and packed many per write', async () => {
     const path = join(await tempDir(), 'reporter.sock');
     const packed = Array.from({ length: 100 }, (_, i) => `packed ${i}`);
-    await TestReporter.listen(path, (socket) => {
-      void (async () => {
-        const slow = frames(['first', 'second', 'third'], h('8be'));
-        for (let i = 0; i < slow.length; i++) {
-          socket.write(slow.subarray(i, i + 1));
-          await sleep(1);
-        }
-        socket.write(frames(packed, h('8be')));
-      })();
+    const big = 'z'.repeat(200_000); // four chunks of at most 65,535 bytes
+    await TestReporter.listen(path, {
+      onSubscribe: (socket) => {
+        void (async () => {
+          const slow = frames(['first', 'second', 'third']);
+          for (let i = 0; i < slow.length; i++) {
+            socket.write(slow.subarray(i, i + 1));
+            await sleep(1);
+          }
+          socket.write(frames([big, ...packed]));
+        })();
+      },
     });
     const recorder = new Recorder();
     subscribe(path, recorder);
-    await waitFor(() => recorder.events().length === 103, '103 events');
-    expect(recorder.events()).toEqual(['first', 'second', 'third', ...packed]);
+    await waitFor(() => recorder.events().length === 104, '104 events');
+    expect(recorder.events()).toEqual(['first', 'second', 'third', big, ...packed]);
     expect(recorder.of('frameRejected')).toEqual([]);
   });
 
-  for (const format of HEADER_FORMATS) {
-    it(`detects the ${formatHeader(format)} header`, async () => {
+  for (const format of FRAME_FORMATS) {
+    it(`detects what a ${format} reporter sends`, async () => {
       const path = join(await tempDir(), 'reporter.sock');
-      await TestReporter.listen(path, (socket) => socket.write(frames(['a', 'bb', 'x'.repeat(300)], format)));
+      await TestReporter.listen(path, {
+        format,
+        onSubscribe: (socket) => socket.write(frames(['a', 'bb', 'x'.repeat(300)], format)),
+      });
       const recorder = new Recorder();
       subscribe(path, recorder);
       await waitFor(() => recorder.events().length === 3, 'three events');
@@ -280,32 +355,27 @@ describe('ReporterSubscriber', () => {
     });
   }
 
-  it('uses a forced header as given', async () => {
+  it('frames its requests as --frame-format says', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    await TestReporter.listen(path, (socket) => socket.write(frames(['forced'], h('4le'))));
+    const reporter = await TestReporter.listen(path, { format: '4be' });
     const recorder = new Recorder();
-    subscribe(path, recorder, { header: h('4le') });
-    await waitFor(() => recorder.events().length === 1, 'event');
-    expect(recorder.events()).toEqual(['forced']);
-
-    // A forced header that does not match the stream is not second-guessed: the size reads as too large.
-    const other = join(await tempDir(), 'reporter.sock');
-    await TestReporter.listen(other, (socket) => socket.write(frames(['big-endian'], h('4be'))));
-    const mismatched = new Recorder();
-    subscribe(other, mismatched, { header: h('4le') });
-    await waitFor(() => mismatched.of('frameRejected').length >= 1, 'rejection');
-    expect(mismatched.of('frameRejected')[0]?.code).toBe('frame_too_large');
+    subscribe(path, recorder, { frameFormat: '4be' });
+    await waitFor(() => reporter.connections[0]?.requests.length === 1, 'request');
+    expect(reporter.connections[0]?.received().toString('hex')).toBe(
+      Buffer.from(encodeRequest({ name: 'subscribe_client' }, '4be')).toString('hex'),
+    );
+    expect(reporter.connections[0]?.received().subarray(0, 4).toString('hex')).toBe('00000033');
   });
 
-  it('rejects an oversize frame, resets the connection and reconnects', async () => {
+  it('rejects an oversize message, resets the connection and reconnects', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    const reporter = await TestReporter.listen(path, (socket) => {
-      socket.write(frames(['ok', 'y'.repeat(200), 'never delivered']));
+    const reporter = await TestReporter.listen(path, {
+      onSubscribe: (socket) => socket.write(frames(['ok', 'y'.repeat(200), 'never delivered'])),
     });
     const recorder = new Recorder();
     subscribe(path, recorder, { maxFrameBytes: 100 });
     await waitFor(() => recorder.of('connected').length >= 2, 'a second connection');
-    expect(reporter.connections.length).toBeGreaterThanOrEqual(2);
+    expect(reporter.subscribed().length).toBeGreaterThanOrEqual(2);
     expect(recorder.summary().slice(0, 5)).toEqual([
       'connected',
       'event:ok',
@@ -318,14 +388,16 @@ describe('ReporterSubscriber', () => {
     expect(recorder.of('frameRejected')[0]?.detail).toMatch(/100/);
   });
 
-  it('skips an undecodable frame and keeps the connection', async () => {
+  it('skips an undecodable message and keeps the connection', async () => {
     const path = join(await tempDir(), 'reporter.sock');
     let server: net.Socket | undefined;
-    await TestReporter.listen(path, (socket) => {
-      server = socket;
-      socket.write(
-        Buffer.concat([frames(['before']), encodeFrame(NOT_A_PICKLE, h('4be')), frames(['after'])]),
-      );
+    await TestReporter.listen(path, {
+      onSubscribe: (socket) => {
+        server = socket;
+        socket.write(
+          Buffer.concat([frames(['before']), encodeFrame(NOT_A_PICKLE, 'chunked'), frames(['after'])]),
+        );
+      },
     });
     const recorder = new Recorder();
     subscribe(path, recorder);
@@ -339,13 +411,14 @@ describe('ReporterSubscriber', () => {
       'event:after',
       'event:later',
     ]);
-    expect(recorder.of('frameRejected')[0]?.detail).toBe('not a test payload');
   });
 
-  it('reports a frame cut off by the end of the stream', async () => {
+  it('reports a message cut off by the end of the stream', async () => {
     const path = join(await tempDir(), 'reporter.sock');
     const whole = frames(['whole', 'cut off']);
-    await TestReporter.listen(path, (socket) => socket.end(whole.subarray(0, whole.length - 3)));
+    await TestReporter.listen(path, {
+      onSubscribe: (socket) => socket.end(whole.subarray(0, whole.length - 3)),
+    });
     const recorder = new Recorder();
     subscribe(path, recorder);
     await waitFor(() => recorder.of('disconnected').length === 1, 'disconnect');
@@ -359,7 +432,9 @@ describe('ReporterSubscriber', () => {
 
   it('reconnects with a new connection when the reporter listens again at the same path', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    const first = await TestReporter.listen(path, (socket) => socket.write(frames(['job 1'])));
+    const first = await TestReporter.listen(path, {
+      onSubscribe: (socket) => socket.write(frames(['job 1'])),
+    });
     const recorder = new Recorder();
     const subscriber = subscribe(path, recorder);
     await waitFor(() => recorder.events().length === 1, 'first event');
@@ -372,7 +447,7 @@ describe('ReporterSubscriber', () => {
     expect(['waiting', 'backoff', 'connecting']).toContain(subscriber.state);
 
     await rm(path, { force: true });
-    await TestReporter.listen(path, (socket) => socket.write(frames(['job 2'])));
+    await TestReporter.listen(path, { onSubscribe: (socket) => socket.write(frames(['job 2'])) });
     await waitFor(() => recorder.events().length === 2, 'second event');
     expect(recorder.summary()).toEqual([
       'connected',
@@ -405,16 +480,17 @@ describe('ReporterSubscriber', () => {
     expect(['waiting', 'backoff', 'connecting']).toContain(subscriber.state);
 
     await rm(path);
-    await TestReporter.listen(path, (socket) => socket.write(frames(['fresh'])));
+    await TestReporter.listen(path, { onSubscribe: (socket) => socket.write(frames(['fresh'])) });
     await waitFor(() => recorder.events().length === 1, 'event');
     expect(recorder.summary()).toEqual(['connected', 'event:fresh']);
   });
 
   it('survives handlers that throw', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    await TestReporter.listen(path, (socket) =>
-      socket.write(Buffer.concat([frames(['a']), encodeFrame(NOT_A_PICKLE, h('4be')), frames(['b'])])),
-    );
+    await TestReporter.listen(path, {
+      onSubscribe: (socket) =>
+        socket.write(Buffer.concat([frames(['a']), encodeFrame(NOT_A_PICKLE, 'chunked'), frames(['b'])])),
+    });
     const seen: string[] = [];
     const throwing: SubscriberHandlers = {
       connected: () => {
@@ -441,7 +517,9 @@ describe('ReporterSubscriber', () => {
 
   it('stop() closes the connection, reports it, and never reconnects', async () => {
     const path = join(await tempDir(), 'reporter.sock');
-    const reporter = await TestReporter.listen(path, (socket) => socket.write(frames(['one'])));
+    const reporter = await TestReporter.listen(path, {
+      onSubscribe: (socket) => socket.write(frames(['one'])),
+    });
     const recorder = new Recorder();
     const subscriber = subscribe(path, recorder);
     await waitFor(() => recorder.events().length === 1, 'event');
@@ -452,7 +530,7 @@ describe('ReporterSubscriber', () => {
     expect(subscriber.state).toBe('stopped');
     expect(recorder.summary()).toEqual(['connected', 'event:one', 'disconnected:stopped']);
     await sleep(150);
-    expect(reporter.connections).toHaveLength(1);
+    expect(reporter.subscribed()).toHaveLength(1);
     expect(recorder.calls).toHaveLength(3);
     subscriber.start();
     expect(subscriber.state).toBe('stopped');
@@ -468,5 +546,70 @@ describe('ReporterSubscriber', () => {
     await TestReporter.listen(path);
     await sleep(100);
     expect(recorder.calls).toEqual([]);
+  });
+});
+
+describe('ReporterSubscriber attaching mid-job', () => {
+  // A job as get_testsuite / get_section show it after its first testcase: the suite and task running, a
+  // testcase finished, the next one running (shapes as pyATS 23.2 returns them, trimmed).
+  const dict = (fields: Record<string, PyValue>): PyDict =>
+    Object.assign(Object.create(null) as PyDict, fields);
+  const tree = {
+    suite: dict({ type: 'TestSuite', id: 'job.1', name: 'job', seq_num: 1, tasks: ['T'], stoptime: null }),
+    sections: {
+      T: dict({ type: 'Task', id: 'T', seq_num: 2, sections: ['tc1', 'tc2'], stoptime: null, result: null }),
+      'T/tc1': dict({
+        type: 'Testcase',
+        id: 'tc1',
+        seq_num: 3,
+        sections: [],
+        stoptime: 'done',
+        result: 'passed',
+        runtime: 1,
+      }),
+      'T/tc2': dict({ type: 'Testcase', id: 'tc2', seq_num: 4, sections: [], stoptime: null, result: null }),
+    },
+  };
+  const live = (event: string, seq: number, parent: number): PyDict =>
+    dict({ event, type: 'Testcase', seq_num: seq, parent_seq_num: parent });
+
+  it('hands over the snapshot first, then live events without the ones it repeats', async () => {
+    const path = join(await tempDir(), 'reporter.sock');
+    await TestReporter.listen(path, {
+      tree,
+      // Pushed while the snapshot is fetched: tc2 started (already in the snapshot) and stops; tc3 starts.
+      onSubscribe: (socket) =>
+        socket.write(
+          Buffer.concat(
+            [
+              live('start_section', 4, 2),
+              live('stop_section', 3, 2),
+              live('stop_section', 4, 2),
+              live('start_section', 5, 2),
+            ].map((e) => encodeFrame(pickle(e), 'chunked')),
+          ),
+        ),
+    });
+    const recorder = new Recorder();
+    subscribe(path, recorder);
+    await waitFor(() => recorder.events().length >= 7, 'snapshot and live events');
+    await sleep(50);
+    const seen = (recorder.events() as PyDict[]).map(
+      (e) => `${String(e['event'])}:${String(e['seq_num'])}:${String(e['parent_seq_num'])}`,
+    );
+    expect(seen).toEqual([
+      'start_testsuite:1:undefined',
+      'start_task:2:1',
+      'start_section:3:2',
+      'stop_section:3:2',
+      'start_section:4:2',
+      // Live: the start of 4 and the stop of 3 were in the snapshot, and are dropped.
+      'stop_section:4:2',
+      'start_section:5:2',
+    ]);
+    // A snapshot start of a finished section carries no stop fields; its stop carries them.
+    const [, , start3, stop3] = recorder.events() as PyDict[];
+    expect(start3?.['stoptime']).toBeUndefined();
+    expect(stop3).toMatchObject({ stoptime: 'done', result: 'passed', runtime: 1 });
   });
 });

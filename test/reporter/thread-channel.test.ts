@@ -31,6 +31,7 @@ const sectionEvent: fc.Arbitrary<SectionEvent> = fc
       ),
       logfile: text,
       xref: fc.record({ file: text, line: fc.integer({ min: 0, max: 1e6 }) }, { requiredKeys: [] }),
+      fullid: text,
     },
     { requiredKeys: ['phase', 'event', 'type', 'seqNum'] },
   )

@@ -26,7 +26,7 @@ import { itPromtool, PROMTOOL_SKIP_NOTE, promtoolCheck } from '../helpers/promto
 import { startStandin } from '../helpers/standin.js';
 
 function job(jobId: string, run = 1): JobInfo {
-  return { jobId, runId: `${jobId}@${run}`, traceId: 'ab'.repeat(16) };
+  return { jobId, jobName: jobId, runId: `${jobId}@${run}`, traceId: 'ab'.repeat(16) };
 }
 
 const NIGHTLY = job('nightly');

@@ -29,21 +29,39 @@ import { itPromtool, PROMTOOL_SKIP_NOTE, promtoolCheck } from '../helpers/promto
 
 const GOLDEN = fileURLToPath(new URL('../golden/metrics.prom', import.meta.url));
 
+// Ids as easypy makes them, unique per run: every `job` label (and so the golden file) must carry the name.
 const NIGHTLY: JobInfo = {
-  jobId: 'nightly',
-  runId: 'nightly@1700000000000',
+  jobId: 'nightly.2023Nov14_22:13:20.000000',
+  jobName: 'nightly',
+  runId: 'nightly.2023Nov14_22:13:20.000000@1700000000000',
   traceId: '0123456789abcdef0123456789abcdef',
 };
 const WEEKLY: JobInfo = {
-  jobId: 'weekly',
-  runId: 'weekly@1700003600000',
+  jobId: 'weekly.2023Nov14_23:13:20.000000',
+  jobName: 'weekly',
+  runId: 'weekly.2023Nov14_23:13:20.000000@1700003600000',
   traceId: 'fedcba9876543210fedcba9876543210',
 };
 
 const SMOKE: JobInfo = {
-  jobId: 'smoke',
-  runId: 'smoke@1700007200000',
+  jobId: 'smoke.2023Nov15_00:13:20.000000',
+  jobName: 'smoke',
+  runId: 'smoke.2023Nov15_00:13:20.000000@1700007200000',
   traceId: '00112233445566778899aabbccddeeff',
+};
+
+/** Two runs of one job (easypy gives each its own id), for the history series. */
+const HOURLY_1: JobInfo = {
+  jobId: 'hourly.2023Nov15_01:13:20.000000',
+  jobName: 'hourly',
+  runId: 'hourly.2023Nov15_01:13:20.000000@1700010800000',
+  traceId: '0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f',
+};
+const HOURLY_2: JobInfo = {
+  jobId: 'hourly.2023Nov15_02:13:20.000000',
+  jobName: 'hourly',
+  runId: 'hourly.2023Nov15_02:13:20.000000@1700014400000',
+  traceId: 'f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0',
 };
 
 const T0 = 1_700_000_000_000;
@@ -200,6 +218,21 @@ function feedFixture(sink: MetricsSink): void {
   sink.sectionStarted(started(4, 'TestSection', SMOKE));
   sink.sectionStarted(started(5, 'TestSection', SMOKE));
   sink.sectionFinished(finished({ job: SMOKE, seqNum: 4, type: 'TestSection', id: 'first', runtime: 0.7 }));
+
+  // Two runs of one job: tc_flap passes then fails (a previous result, one flip, the latest duration);
+  // tc_skip is skipped twice (a previous result, no flip, no duration).
+  for (const [job, flap, runtime] of [
+    [HOURLY_1, 'passed', 2],
+    [HOURLY_2, 'failed', 3.25],
+  ] as const) {
+    sink.sectionFinished(
+      finished({ job, seqNum: 2, type: 'Testcase', id: 'tc_flap', runtime, result: { value: flap } }),
+    );
+    sink.sectionFinished(
+      finished({ job, seqNum: 3, type: 'Testcase', id: 'tc_skip', runtime: 0, result: { value: 'skipped' } }),
+    );
+    sink.jobFinished(summary({ job, result: flap, runtime: 10, counts: counts({ [flap]: 1, skipped: 1 }) }));
+  }
 }
 
 describe('MetricsSink', () => {
@@ -310,6 +343,153 @@ describe('MetricsSink', () => {
     ).toBe(1);
   });
 
+  describe('testcase history between runs', () => {
+    /** One run of `job`: each testcase with its result (and runtime, default 1 s). */
+    function run(
+      sink: MetricsSink,
+      results: Record<string, ResultValue | { value: ResultValue; runtime?: number; incomplete?: boolean }>,
+    ): void {
+      let seqNum = 1;
+      for (const [id, spec] of Object.entries(results)) {
+        const { value, runtime = 1, incomplete = false } = typeof spec === 'string' ? { value: spec } : spec;
+        sink.sectionFinished(
+          finished({ seqNum: ++seqNum, type: 'Testcase', id, runtime, incomplete, result: { value } }),
+        );
+      }
+    }
+
+    const flips = 'pyats_testcase_result_flips_total';
+    const previous = 'pyats_testcase_previous_result';
+    const duration = 'pyats_testcase_last_duration_seconds';
+
+    it('shows the previous result from the second run on, exactly one of its seven series at 1', async () => {
+      const { registry, sink } = setup();
+      run(sink, { tc_a: 'passed' });
+      expect(await samples(registry, previous)).toEqual([]);
+      run(sink, { tc_a: 'failed' });
+      const second = await samples(registry, previous, { testcase: 'tc_a' });
+      expect(second.map((s) => s.labels.result).sort()).toEqual([...RESULT_VALUES].sort());
+      expect(second.filter((s) => s.value === 1).map((s) => s.labels.result)).toEqual(['passed']);
+      run(sink, { tc_a: 'blocked' });
+      const third = await samples(registry, previous, { testcase: 'tc_a', job: 'nightly', task: 'task-1' });
+      expect(third.filter((s) => s.value === 1).map((s) => s.labels.result)).toEqual(['failed']);
+      expect(
+        await value(registry, 'pyats_testcase_last_result', { testcase: 'tc_a', result: 'blocked' }),
+      ).toBe(1);
+    });
+
+    it('counts pass/fail flips: pass, fail, pass, fail is three', async () => {
+      const { registry, sink } = setup();
+      run(sink, { tc_a: 'passed' });
+      expect(await samples(registry, flips)).toEqual([]);
+      run(sink, { tc_a: 'failed' });
+      // Created at its first flip, already at 1, like every labelled counter of the exporter.
+      expect(await value(registry, flips, { job: 'nightly', task: 'task-1', testcase: 'tc_a' })).toBe(1);
+      run(sink, { tc_a: 'passed' });
+      run(sink, { tc_a: 'failed' });
+      expect(await value(registry, flips, { testcase: 'tc_a' })).toBe(3);
+    });
+
+    it('flips on the verdict: passx passes, errored and aborted fail, skipped, blocked and abandoned runs have none', async () => {
+      const { registry, sink } = setup();
+      const sequence: (ResultValue | { value: ResultValue; incomplete: boolean })[] = [
+        'passed',
+        'passx', // pass → pass
+        'skipped', // no verdict
+        'blocked', // no verdict
+        'passed', // still pass: blocked and skipped runs between two passes are no flip
+        'errored', // pass → fail: 1
+        'failed', // fail → fail
+        'aborted', // fail → fail
+        { value: 'aborted', incomplete: true }, // abandoned: the exporter's result, not pyATS's
+        'blocked',
+        'passx', // fail → pass across the runs without a verdict: 2
+        { value: 'aborted', incomplete: true },
+        'passed', // pass → pass
+      ];
+      for (const result of sequence) run(sink, { tc_a: result });
+      expect(await value(registry, flips, { testcase: 'tc_a' })).toBe(2);
+      // Never a flip: no series at all.
+      const steady = setup();
+      for (const result of ['passed', 'skipped', 'passx', 'blocked', 'passed'] as const)
+        run(steady.sink, { tc_b: result });
+      expect(await samples(steady.registry, flips)).toEqual([]);
+    });
+
+    it('keeps the runtime of the latest run that passed or failed', async () => {
+      const { registry, sink } = setup();
+      run(sink, { tc_a: { value: 'skipped', runtime: 0 } });
+      expect(await samples(registry, duration)).toEqual([]);
+      run(sink, { tc_a: { value: 'passed', runtime: 12.5 } });
+      expect(await value(registry, duration, { job: 'nightly', task: 'task-1', testcase: 'tc_a' })).toBe(
+        12.5,
+      );
+      run(sink, { tc_a: { value: 'failed', runtime: 300 } });
+      expect(await value(registry, duration, { testcase: 'tc_a' })).toBe(300);
+      // Skipped, blocked and abandoned runs (and unusable runtimes) leave it as it was.
+      run(sink, { tc_a: { value: 'blocked', runtime: 0 } });
+      run(sink, { tc_a: { value: 'aborted', runtime: 5, incomplete: true } });
+      run(sink, { tc_a: { value: 'passed', runtime: Number.NaN } });
+      expect(await value(registry, duration, { testcase: 'tc_a' })).toBe(300);
+    });
+
+    it('keeps testcases apart by job and task', async () => {
+      const { registry, sink } = setup();
+      sink.sectionFinished(finished({ seqNum: 2, type: 'Testcase', id: 'tc', task: 'A' }));
+      sink.sectionFinished(
+        finished({ seqNum: 3, type: 'Testcase', id: 'tc', task: 'B', result: { value: 'failed' } }),
+      );
+      sink.sectionFinished(
+        finished({
+          job: WEEKLY,
+          seqNum: 2,
+          type: 'Testcase',
+          id: 'tc',
+          task: 'A',
+          result: { value: 'failed' },
+        }),
+      );
+      expect(await samples(registry, flips)).toEqual([]);
+      expect(await samples(registry, previous)).toEqual([]);
+    });
+
+    it('keeps no history for testcases past the label cap (__other__)', async () => {
+      const registry = new Registry();
+      const sink = new MetricsSink({ registry, labelLimits: { maxValues: 1 } });
+      for (const result of ['passed', 'failed', 'passed'] as const)
+        run(sink, { tc_a: result, tc_b: result, tc_c: result });
+      expect((await samples(registry, flips)).map((s) => [s.labels.testcase, s.value])).toEqual([
+        ['tc_a', 2],
+      ]);
+      expect(new Set((await samples(registry, previous)).map((s) => s.labels.testcase))).toEqual(
+        new Set(['tc_a']),
+      );
+      expect((await samples(registry, duration)).map((s) => s.labels.testcase)).toEqual(['tc_a']);
+      // The shared last-result series are still reported, as before.
+      expect(
+        await value(registry, 'pyats_testcase_last_result', { testcase: '__other__', result: 'passed' }),
+      ).toBe(1);
+    });
+
+    it('drops a testcase’s history series with its last result when it idles out', async () => {
+      let now = 0;
+      const registry = new Registry();
+      const sink = new MetricsSink({ registry, labelLimits: { idleTtlMs: 60_000 }, now: () => now });
+      run(sink, { tc_old: 'passed' });
+      run(sink, { tc_old: 'failed' });
+      expect(await samples(registry, flips, { testcase: 'tc_old' })).toHaveLength(1);
+      now = 120_000;
+      run(sink, { tc_new: 'passed' });
+      for (const metric of [flips, previous, duration, 'pyats_testcase_last_result'])
+        expect(await samples(registry, metric, { testcase: 'tc_old' }), metric).toEqual([]);
+      // Back after its release: a new history, no previous result, no flip.
+      run(sink, { tc_old: 'failed' });
+      expect(await samples(registry, previous, { testcase: 'tc_old' })).toEqual([]);
+      expect(await samples(registry, flips, { testcase: 'tc_old' })).toEqual([]);
+      expect(sink.cardinality().children['pyats_testcase_last_result']).toBe(2);
+    });
+  });
+
   it('tracks sections in progress and drops the job series when the job finishes', async () => {
     const { registry, sink } = setup();
     const gauge = 'pyats_sections_in_progress';
@@ -385,6 +565,37 @@ describe('MetricsSink', () => {
     const last = await samples(registry, 'pyats_job_last_result', { job: 'nightly' });
     expect(last).toHaveLength(7);
     expect(last.filter((s) => s.value === 1).map((s) => s.labels.result)).toEqual(['failed']);
+  });
+
+  it('labels by the job name, so the runs of a real pyATS job (a new id each) share their series', async () => {
+    const { registry, sink } = setup();
+    // The TestSuite ids of two runs of the same job, as a real pyATS 23.2 reports them.
+    const runs: JobInfo[] = ['job.2026Dec02_16:18:03.912790', 'job.2026Dec02_17:00:41.005512'].map(
+      (jobId, i) => ({ jobId, jobName: 'job', runId: `${jobId}@${i}`, traceId: 'ab'.repeat(16) }),
+    );
+    for (const job of runs) {
+      sink.sectionStarted(started(1, 'TestSuite', job));
+      sink.sectionFinished(
+        finished({ job, seqNum: 5, type: 'Testcase', id: 'TcPass', result: { value: 'failed' } }),
+      );
+      sink.sectionFinished(
+        finished({ job, seqNum: 1, type: 'TestSuite', task: 'none', result: { value: 'aborted' } }),
+      );
+      sink.jobFinished(summary({ job, result: 'aborted', counts: counts({ failed: 1 }) }));
+    }
+    expect(await value(registry, 'pyats_job_runs_total', { job: 'job', result: 'aborted' })).toBe(2);
+    expect(
+      await value(registry, 'pyats_testcase_results_total', {
+        job: 'job',
+        testcase: 'TcPass',
+        result: 'failed',
+      }),
+    ).toBe(2);
+    const families = await registry.getMetricsAsJSON();
+    const jobLabels = new Set(
+      families.flatMap((f) => (f.values as Sample[]).map((v) => v.labels.job).filter((j) => j !== undefined)),
+    );
+    expect([...jobLabels]).toEqual(['job']);
   });
 
   it("computes Easypy's success ratio and leaves it unset when there are no testcases", async () => {

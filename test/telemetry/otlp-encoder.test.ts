@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { spanIdFor, traceIdFor } from '../../src/events/ids.js';
 import type { FinishedSection, JobInfo } from '../../src/events/types.js';
 import { encodeTraceRequest, MAX_CACHED_KEYS } from '../../src/telemetry/otlp-encoder.js';
-import { sectionToSpan } from '../../src/telemetry/spans.js';
+import { previousRunLink, sectionToSpan } from '../../src/telemetry/spans.js';
 import { decodeExportTraceServiceRequest } from '../helpers/otlp-receiver.js';
 import { plainSpanCopy } from '../helpers/spans.js';
 
@@ -233,7 +233,7 @@ function plainSpan(fields: SpanFields, resource: Resource, scope: Instrumentatio
 
 function job(jobId: string): JobInfo {
   const runId = `${jobId}@2024-05-01T12:00:00.000Z`;
-  return { jobId, runId, traceId: traceIdFor(runId) };
+  return { jobId, jobName: jobId, runId, traceId: traceIdFor(runId) };
 }
 
 function section(info: JobInfo, seqNum: number): FinishedSection {
@@ -334,6 +334,42 @@ describe('encodeTraceRequest', () => {
       expect(encoded(spans).equals(reference(spans)), `length ${n}`).toBe(true);
       expect(encoded(spans.map(plainSpanCopy)).equals(reference(spans)), `generic, length ${n}`).toBe(true);
     }
+  });
+
+  it('matches for TestSuite spans linked to the previous run of their job, as SpanSink makes them', () => {
+    const earlier = job('linked');
+    const later = { ...job('linked'), runId: 'linked@2024-05-02T12:00:00.000Z', traceId: 'ab'.repeat(16) };
+    const resource = resourceFromAttributes({ 'service.name': 'x' });
+    const link = previousRunLink(
+      {
+        runId: earlier.runId,
+        jobId: 'linked.2024May01_12:00:00.000000',
+        context: { traceId: earlier.traceId, spanId: spanIdFor(earlier.runId, 1), traceFlags: 1 },
+      },
+      4096,
+    );
+    const spans = [
+      sectionToSpan(section(later, 1), resource, SCOPE, 4096, [link]),
+      sectionToSpan(section(later, 2), resource, SCOPE, 4096),
+    ];
+    const bytes = encoded(spans);
+    expect(bytes.equals(reference(spans))).toBe(true);
+    expect(encoded(spans.map(plainSpanCopy)).equals(reference(spans))).toBe(true);
+    const [suite, step] = decodeExportTraceServiceRequest(bytes);
+    expect(suite?.links).toEqual([
+      {
+        traceId: earlier.traceId,
+        spanId: spanIdFor(earlier.runId, 1),
+        traceState: '',
+        flags: 0x101,
+        attributes: {
+          'pyats.link.kind': 'previous_run',
+          'pyats.job.id': 'linked.2024May01_12:00:00.000000',
+          'pyats.job.run_id': earlier.runId,
+        },
+      },
+    ]);
+    expect(step?.links).toEqual([]);
   });
 
   it('hands back a copy: a later request does not change an earlier result', () => {

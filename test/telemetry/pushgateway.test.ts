@@ -27,8 +27,10 @@ import { startStandin } from '../helpers/standin.js';
 const PUSHGATEWAY = '/usr/bin/prometheus-pushgateway';
 const itPushgateway = existsSync(PUSHGATEWAY) || process.env['CI'] ? it : it.skip;
 
-function jobInfo(jobId: string, run = 1): JobInfo {
-  return { jobId, runId: `${jobId}@${run}`, traceId: 'cd'.repeat(16) };
+/** A run of job `jobName` with an id unique per run, as easypy makes it: groups and labels use the name. */
+function jobInfo(jobName: string, run = 1): JobInfo {
+  const jobId = `${jobName}.2023Nov14_22:13:2${run}.000000`;
+  return { jobId, jobName, runId: `${jobId}@${run}`, traceId: 'cd'.repeat(16) };
 }
 
 const NIGHTLY = jobInfo('nightly');

@@ -15,6 +15,9 @@ import { silentLogger } from '../../src/log.js';
 import { runIdFor, spanIdFor, traceIdFor } from '../../src/events/ids.js';
 import {
   ABANDONED_STATUS_MESSAGE,
+  ATTR_CICD_PIPELINE_NAME,
+  ATTR_CICD_PIPELINE_RUN_ID,
+  ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL,
   ATTR_TEST_CASE_NAME,
   ATTR_TEST_CASE_RESULT_STATUS,
   ATTR_TEST_SUITE_NAME,
@@ -42,16 +45,20 @@ import {
   type DecodedSpan,
   type OtlpReceiver,
 } from '../helpers/otlp-receiver.js';
+import { runExporter } from '../helpers/exporter-process.js';
+import { easypyRunId, postRun, type JobRun } from '../helpers/job-runs.js';
 import { plainSpanCopy } from '../helpers/spans.js';
 
 const SUITE_START = Date.UTC(2024, 4, 1, 12, 0, 0) + 0.25;
 
-function job(jobId: string, start: number): JobInfo {
+function job(jobId: string, start: number, jobName = jobId): JobInfo {
   const runId = runIdFor(jobId, start, 'unused');
-  return { jobId, runId, traceId: traceIdFor(runId) };
+  return { jobId, jobName, runId, traceId: traceIdFor(runId) };
 }
 
 const BGP = job('bgp_job', SUITE_START);
+/** A run as real pyATS 23.2 names it: the TestSuite id is unique per run, its name is the job's. */
+const REAL = job('job.2026Dec02_16:18:03.912790', Date.UTC(2026, 11, 2, 16, 18, 6, 864) + 0.023, 'job');
 
 interface Spec {
   seq: number;
@@ -59,6 +66,7 @@ interface Spec {
   type: string;
   id?: string;
   name?: string;
+  fullid?: string;
   result: ResultValue;
   reason?: string;
   task?: string;
@@ -90,6 +98,7 @@ function record(info: JobInfo, spec: Spec): FinishedSection {
     if (!spec.orphan) section.parentSpanId = spanIdFor(info.runId, spec.parent);
   }
   if (spec.id !== undefined) section.id = spec.id;
+  if (spec.fullid !== undefined) section.fullid = spec.fullid;
   if (spec.name !== undefined) section.name = spec.name;
   if (spec.xref !== undefined) section.xref = spec.xref;
   if (spec.logfile !== undefined) section.logfile = spec.logfile;
@@ -115,6 +124,7 @@ const TREE: Spec[] = [
     parent: 2,
     type: 'Testcase',
     id: 'test_bgp',
+    fullid: 'Task-1.test_bgp',
     name: 'test_bgp',
     result: 'failed',
     reason: 'neighbor 10.0.0.2 down',
@@ -170,6 +180,9 @@ describe('semantic convention names', () => {
     expect(ATTR_TEST_CASE_RESULT_STATUS).toBe(incubating.ATTR_TEST_CASE_RESULT_STATUS);
     expect(ATTR_TEST_SUITE_NAME).toBe(incubating.ATTR_TEST_SUITE_NAME);
     expect(ATTR_TEST_SUITE_RUN_STATUS).toBe(incubating.ATTR_TEST_SUITE_RUN_STATUS);
+    expect(ATTR_CICD_PIPELINE_NAME).toBe(incubating.ATTR_CICD_PIPELINE_NAME);
+    expect(ATTR_CICD_PIPELINE_RUN_ID).toBe(incubating.ATTR_CICD_PIPELINE_RUN_ID);
+    expect(ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL).toBe(incubating.ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL);
     expect(incubating.TEST_CASE_RESULT_STATUS_VALUE_PASS).toBe('pass');
     expect(incubating.TEST_CASE_RESULT_STATUS_VALUE_FAIL).toBe('fail');
     expect([
@@ -251,6 +264,7 @@ describe('truncateAttribute', () => {
       result: 'failed',
       reason: long,
       logfile: long,
+      fullid: long,
       xref: { file: long, line: 1 },
     });
     const attributes = sectionAttributes(section, 10);
@@ -258,7 +272,31 @@ describe('truncateAttribute', () => {
       if (typeof value === 'string') expect(value.length, key).toBeLessThanOrEqual(10);
     }
     expect(attributes['pyats.section.id']).toBe('x'.repeat(10));
+    expect(attributes['pyats.section.fullid']).toBe('x'.repeat(10));
     expect(attributes[ATTR_TEST_CASE_NAME]).toBe('x'.repeat(10));
+    expect(
+      sectionAttributes(record(REAL, { seq: 1, type: 'TestSuite', result: 'aborted' }), 10),
+    ).toMatchObject({
+      'pyats.job.id': 'job.2026De',
+      'pyats.job.name': 'job',
+    });
+  });
+
+  it('describes the CI run on the TestSuite span only', () => {
+    const ci = { pipelineName: 'nightly-bgp', runId: '311', taskRunUrl: 'https://ci/job/bgp/311/' };
+    const info: JobInfo = { ...REAL, ci };
+    expect(
+      sectionAttributes(record(info, { seq: 1, type: 'TestSuite', result: 'passed' }), 4096),
+    ).toMatchObject({
+      [ATTR_CICD_PIPELINE_NAME]: 'nightly-bgp',
+      [ATTR_CICD_PIPELINE_RUN_ID]: '311',
+      [ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL]: 'https://ci/job/bgp/311/',
+    });
+    const task = sectionAttributes(record(info, { seq: 2, parent: 1, type: 'Task', result: 'passed' }), 4096);
+    expect(task[ATTR_CICD_PIPELINE_NAME]).toBeUndefined();
+    expect(
+      sectionAttributes(record(REAL, { seq: 1, type: 'TestSuite', result: 'passed' }), 4096),
+    ).not.toHaveProperty(ATTR_CICD_PIPELINE_NAME);
   });
 });
 
@@ -283,6 +321,7 @@ const optional = <T>(arbitrary: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> =>
 const finishedSection: fc.Arbitrary<FinishedSection> = fc
   .record({
     jobId: text,
+    jobName: text,
     seqNum: fc.nat(),
     parentSeqNum: optional(fc.nat()),
     linked: fc.boolean(),
@@ -291,6 +330,7 @@ const finishedSection: fc.Arbitrary<FinishedSection> = fc
       text,
     ),
     id: optional(text),
+    fullid: optional(text),
     name: optional(text),
     task: text,
     startTime: fc.double({ min: 0, max: 4e12, noNaN: true }),
@@ -304,7 +344,7 @@ const finishedSection: fc.Arbitrary<FinishedSection> = fc
     orphan: fc.boolean(),
   })
   .map((g) => {
-    const info = job(g.jobId, SUITE_START);
+    const info = job(g.jobId, SUITE_START, g.jobName);
     return {
       job: info,
       seqNum: g.seqNum,
@@ -314,6 +354,7 @@ const finishedSection: fc.Arbitrary<FinishedSection> = fc
         g.parentSeqNum !== undefined && g.linked ? spanIdFor(info.runId, g.parentSeqNum) : undefined,
       type: g.type,
       id: g.id,
+      fullid: g.fullid,
       name: g.name,
       task: g.task,
       startTime: g.startTime,
@@ -446,6 +487,177 @@ describe('SpanSink (in memory)', () => {
     await sink.shutdown();
     expect([processor.flushed, processor.shutDown]).toEqual([1, 1]);
   });
+
+  it('names a real pyATS job by its name and keeps its per-run id, on the spans and the resource', () => {
+    const processor = new CapturingProcessor();
+    const sink = new SpanSink({
+      processor,
+      resource: baseResource(tracingOptionsFromEnv({})),
+      maxAttributeLength: 4096,
+      scopeVersion: '0.1.0',
+    });
+    // Shapes of the real 23.2 example job: a Step (its xref into multiprocessing was dropped by the
+    // normalizer), the Task (start_task's name is `script`) and the TestSuite.
+    const step = record(REAL, {
+      seq: 8,
+      parent: 7,
+      type: 'Step',
+      id: 'STEP 1',
+      fullid: 'ExampleTask.TcPass.test_steps.STEP 1',
+      name: 'step one',
+      result: 'passed',
+      task: 'ExampleTask',
+    });
+    const task = record(REAL, {
+      seq: 2,
+      parent: 1,
+      type: 'Task',
+      id: 'ExampleTask',
+      name: 'script',
+      fullid: 'ExampleTask',
+      result: 'aborted',
+      task: 'ExampleTask',
+    });
+    const suite = record(REAL, {
+      seq: 1,
+      type: 'TestSuite',
+      id: 'job.2026Dec02_16:18:03.912790',
+      fullid: 'job.2026Dec02_16:18:03.912790',
+      name: 'job',
+      result: 'aborted',
+      task: 'none',
+    });
+    for (const section of [step, task, suite]) sink.sectionFinished(section);
+    const [stepSpan, taskSpan, suiteSpan] = processor.ended;
+    expect(stepSpan?.attributes).toMatchObject({
+      'pyats.section.fullid': 'ExampleTask.TcPass.test_steps.STEP 1',
+      'pyats.job.id': 'job.2026Dec02_16:18:03.912790',
+      'pyats.job.name': 'job',
+    });
+    expect(stepSpan?.attributes).not.toHaveProperty('code.file.path');
+    expect(taskSpan?.attributes).toMatchObject({
+      'test.suite.name': 'ExampleTask',
+      'test.suite.run.status': 'aborted',
+    });
+    expect(suiteSpan?.attributes).toMatchObject({
+      'pyats.job.id': 'job.2026Dec02_16:18:03.912790',
+      'pyats.job.name': 'job',
+      'pyats.job.run_id': REAL.runId,
+      'test.suite.name': 'job',
+      'test.suite.run.status': 'aborted',
+    });
+    expect(suiteSpan?.status).toEqual({ code: 2 });
+    expect(suiteSpan?.resource.attributes).toMatchObject({
+      'pyats.job.id': 'job.2026Dec02_16:18:03.912790',
+      'pyats.job.name': 'job',
+      'pyats.job.run_id': REAL.runId,
+    });
+  });
+});
+
+/** Two real-shaped runs of the job `job` (easypy ids differ, the name is the same), and their suites. */
+const RUN_1 = job('job.2026Dec02_16:18:03.912790', Date.UTC(2026, 11, 2, 16, 18, 6, 864), 'job');
+const RUN_2 = job('job.2026Dec02_17:00:41.005512', Date.UTC(2026, 11, 2, 17, 0, 43, 120), 'job');
+
+function suiteOf(info: JobInfo, result: ResultValue = 'passed'): FinishedSection {
+  return record(info, {
+    seq: 1,
+    type: 'TestSuite',
+    id: info.jobId,
+    name: info.jobName,
+    result,
+    task: 'none',
+  });
+}
+
+/** What SpanSink should link a run's TestSuite span to: the suite span of `previous`. */
+function expectedLink(previous: JobInfo): unknown {
+  return {
+    context: {
+      traceId: previous.traceId,
+      spanId: spanIdFor(previous.runId, 1),
+      traceFlags: 1,
+      isRemote: false,
+    },
+    attributes: {
+      'pyats.link.kind': 'previous_run',
+      'pyats.job.id': previous.jobId,
+      'pyats.job.run_id': previous.runId,
+    },
+  };
+}
+
+function linkSink(maxLinkedJobs?: number): { sink: SpanSink; processor: CapturingProcessor } {
+  const processor = new CapturingProcessor();
+  const sink = new SpanSink({
+    processor,
+    resource: baseResource(tracingOptionsFromEnv({})),
+    maxAttributeLength: 4096,
+    scopeVersion: '0.1.0',
+    ...(maxLinkedJobs === undefined ? {} : { maxLinkedJobs }),
+  });
+  return { sink, processor };
+}
+
+describe('SpanSink links a run to the previous run of its job', () => {
+  it("links the TestSuite span, and only it, to the previous run's TestSuite span", () => {
+    const { sink, processor } = linkSink();
+    for (const info of [RUN_1, RUN_2]) {
+      sink.sectionFinished(
+        record(info, { seq: 3, parent: 2, type: 'Testcase', id: 'TcPass', result: 'passed' }),
+      );
+      sink.sectionFinished(
+        record(info, { seq: 2, parent: 1, type: 'Task', id: 'ExampleTask', result: 'passed' }),
+      );
+      sink.sectionFinished(suiteOf(info));
+      sink.jobFinished(summary(info));
+    }
+    const spans = processor.ended;
+    expect(spans.map((s) => s.links.length)).toEqual([0, 0, 0, 0, 0, 1]);
+    expect(spans[5]?.links).toEqual([expectedLink(RUN_1)]);
+    // A different trace: the link is the only tie between the two runs.
+    expect(spans[5]?.spanContext().traceId).not.toBe(RUN_1.traceId);
+  });
+
+  it('links each run to the one before it, keeps jobs apart, and never links a run to itself', () => {
+    const { sink, processor } = linkSink();
+    const other = job('ospf.2026Dec02_16:30:00.000000', Date.UTC(2026, 11, 2, 16, 30), 'ospf');
+    const run3 = job('job.2026Dec02_18:00:00.000000', Date.UTC(2026, 11, 2, 18), 'job');
+    for (const info of [RUN_1, other, RUN_2, RUN_2, run3]) sink.sectionFinished(suiteOf(info));
+    expect(processor.ended.map((s) => s.links)).toEqual([
+      [],
+      [],
+      [expectedLink(RUN_1)],
+      [], // the same run's suite again (e.g. replayed): no link to itself
+      [expectedLink(RUN_2)],
+    ]);
+  });
+
+  it('links nothing for runs of an unknown job (attached after the suite started), nor orphans', () => {
+    const { sink, processor } = linkSink();
+    const unknownA = job('unknown', Date.UTC(2026, 11, 2, 16), 'unknown');
+    const unknownB = job('unknown', Date.UTC(2026, 11, 2, 17), 'unknown');
+    sink.sectionFinished(suiteOf(unknownA));
+    sink.sectionFinished(suiteOf(unknownB));
+    sink.sectionFinished(suiteOf(RUN_1));
+    // A TestSuite-typed section with a parent is not a run's root.
+    sink.sectionFinished(
+      record(RUN_2, { seq: 9, parent: 1, type: 'TestSuite', id: 'nested', result: 'passed' }),
+    );
+    expect(processor.ended.map((s) => s.links.length)).toEqual([0, 0, 0, 0]);
+  });
+
+  it('remembers at most maxLinkedJobs job names, forgetting the least recently finished', () => {
+    const { sink, processor } = linkSink(2);
+    const runs = (name: string, hour: number): JobInfo =>
+      job(`${name}.2026Dec02_${hour}:00:00.000000`, Date.UTC(2026, 11, 2, hour), name);
+    for (const info of [runs('a', 1), runs('b', 2), runs('a', 3), runs('c', 4), runs('b', 5), runs('a', 6)])
+      sink.sectionFinished(suiteOf(info));
+    // a@3 links to a@1 (and a becomes the newest); c@4 evicts b, so b@5 finds nothing and evicts a, and a@6
+    // finds nothing either.
+    expect(processor.ended.map((s) => s.links.length)).toEqual([0, 0, 1, 0, 0, 0]);
+    expect(processor.ended[2]?.links).toEqual([expectedLink(runs('a', 1))]);
+  });
 });
 
 describe.each<OtlpProtocol>(['http/protobuf', 'http/json'])(
@@ -511,6 +723,7 @@ describe.each<OtlpProtocol>(['http/protobuf', 'http/json'])(
           team: 'net',
           'telemetry.sdk.language': 'nodejs',
           'pyats.job.id': 'bgp_job',
+          'pyats.job.name': 'bgp_job',
           'pyats.job.run_id': 'bgp_job@2024-05-01T12:00:00.000Z',
         });
       }
@@ -521,6 +734,7 @@ describe.each<OtlpProtocol>(['http/protobuf', 'http/json'])(
       const bySeq = await exportTree();
       const common = {
         'pyats.job.id': 'bgp_job',
+        'pyats.job.name': 'bgp_job',
         'pyats.job.run_id': BGP.runId,
         'pyats.section.runtime': 2.5005,
       };
@@ -563,6 +777,7 @@ describe.each<OtlpProtocol>(['http/protobuf', 'http/json'])(
         ...common,
         'pyats.section.type': 'Testcase',
         'pyats.section.id': 'test_bgp',
+        'pyats.section.fullid': 'Task-1.test_bgp',
         'pyats.section.name': 'test_bgp',
         'pyats.section.seq_num': 5,
         'pyats.section.parent_seq_num': 2,
@@ -609,5 +824,106 @@ describe.each<OtlpProtocol>(['http/protobuf', 'http/json'])(
       expect([1, 2, 15, 16].map(suiteStatus)).toEqual(['failure', 'failure', 'aborted', 'skipped']);
       expect(suiteStatus(5)).toBeUndefined();
     });
+    it('carries the link from a run to the previous run of its job, with its attributes', async () => {
+      receiver = await startOtlpReceiver();
+      const options = { ...tracingOptionsFromEnv({}), protocol, endpoint: `${receiver.url}/v1/traces` };
+      pipeline = createSpanPipeline(
+        options,
+        { spansExported: () => {}, spansDropped: () => {} },
+        silentLogger(),
+      );
+      if (pipeline === undefined) throw new Error('expected a pipeline');
+      const sink = new SpanSink({
+        processor: pipeline.processor,
+        resource: baseResource(options, '0.1.0'),
+        maxAttributeLength: 4096,
+        scopeVersion: '0.1.0',
+      });
+      for (const info of [RUN_1, RUN_2]) {
+        sink.sectionFinished(suiteOf(info, info === RUN_1 ? 'failed' : 'passed'));
+        sink.jobFinished(summary(info));
+      }
+      await sink.forceFlush();
+      const spans = await receiver.waitForSpans(2);
+      const second = spans.find((s) => s.traceId === RUN_2.traceId);
+      expect(spans.find((s) => s.traceId === RUN_1.traceId)?.links).toEqual([]);
+      expect(second?.links).toEqual([
+        {
+          traceId: RUN_1.traceId,
+          spanId: spanIdFor(RUN_1.runId, 1),
+          traceState: '',
+          // Sampled, and "is_remote" known to be false.
+          flags: 0x101,
+          attributes: {
+            'pyats.link.kind': 'previous_run',
+            'pyats.job.id': RUN_1.jobId,
+            'pyats.job.run_id': RUN_1.runId,
+          },
+        },
+      ]);
+    });
   },
 );
+
+describe('pyats-exporter (the built CLI) links reruns of a job over OTLP', () => {
+  let receiver: OtlpReceiver | undefined;
+  afterEach(async () => {
+    await receiver?.close();
+  });
+
+  it("links each run's TestSuite span to the previous run of the same job, not to other jobs", async () => {
+    receiver = await startOtlpReceiver();
+    const exporter = await runExporter(['--listen', '127.0.0.1:0', '--ingest-http'], {
+      OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+    });
+    try {
+      const hour = 3_600_000;
+      const base = Date.UTC(2026, 11, 2, 16, 18, 3, 912);
+      const runs: JobRun[] = [
+        { name: 'job', start: new Date(base), testcases: [{ id: 'TcPass', result: 'passed', runtime: 1 }] },
+        {
+          name: 'other',
+          start: new Date(base + hour),
+          testcases: [{ id: 'TcA', result: 'passed', runtime: 1 }],
+        },
+        // `pyats run job` again (or `rerun`): a new TestSuite id, the same job name.
+        {
+          name: 'job',
+          start: new Date(base + 2 * hour),
+          testcases: [{ id: 'TcPass', result: 'failed', runtime: 1, reason: 'peer down' }],
+        },
+      ];
+      // One request per run: each is its own stream, ended when the request has been read.
+      for (const run of runs) await postRun(exporter.url, run);
+      // TestSuite, Task, CommonSetup and one Testcase per run.
+      const spans = await receiver.waitForSpans(12);
+      const suites = spans.filter((s) => s.attributes['pyats.section.type'] === 'TestSuite');
+      const suiteOf = (run: JobRun): DecodedSpan | undefined =>
+        suites.find((s) => s.attributes['pyats.job.id'] === easypyRunId(run.name, run.start));
+      const [first, other, rerun] = runs.map(suiteOf);
+      expect(first?.links).toEqual([]);
+      expect(other?.links).toEqual([]);
+      expect(rerun?.traceId).not.toBe(first?.traceId);
+      expect(rerun?.links).toEqual([
+        {
+          traceId: first?.traceId,
+          spanId: first?.spanId,
+          traceState: '',
+          flags: 0x101,
+          attributes: {
+            'pyats.link.kind': 'previous_run',
+            'pyats.job.id': easypyRunId('job', new Date(base)),
+            'pyats.job.run_id': first?.attributes['pyats.job.run_id'],
+          },
+        },
+      ]);
+      expect(rerun?.attributes['pyats.job.name']).toBe('job');
+      for (const span of spans.filter((s) => s.attributes['pyats.section.type'] !== 'TestSuite'))
+        expect(span.links, span.name).toEqual([]);
+    } finally {
+      expect((await exporter.stop()).code).toBe(0);
+    }
+  });
+});

@@ -203,7 +203,7 @@ const SCOPE = { name: 'pyats-exporter', version: 'test' };
 
 function section(seqNum: number): FinishedSection {
   return {
-    job: { jobId: 'pipeline_job', runId: RUN_ID, traceId: TRACE_ID },
+    job: { jobId: 'pipeline_job', jobName: 'pipeline_job', runId: RUN_ID, traceId: TRACE_ID },
     seqNum,
     spanId: spanIdFor(RUN_ID, seqNum),
     type: 'Testcase',

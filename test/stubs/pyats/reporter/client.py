@@ -1,8 +1,11 @@
-"""ReportClient(socketpath).subscribe(callback), as documented by pyATS: an async method that calls the
-async `callback` with one event dict per reporter message until the server closes the connection.
+"""ReportClient(socketpath).subscribe(callback), as documented by pyATS and as pyATS 23.2 speaks it on the
+wire (DESIGN §1): a connection of its own, the request {'name': 'subscribe_client', 'data': {}}, the reply
+None, then one event dict per message until the server closes; every message a pickle in chunks of
+`struct.pack('>?H', more_follows, length)` + at most 65,535 bytes. The async `callback` gets each event.
 
-This stand-in speaks the wire format of test/helpers/reporter_standin.py (pickles with an 8-byte big-endian
-size prefix) and unpickles with CPython's real pickle, so a bridge test is real end to end.
+CPython's real pickle both ways, so a bridge test against the reporter stand-in is real end to end. Unlike
+pyATS 23.2's own client this one reassembles messages of several chunks (the real one cannot: see
+test/fixtures/real-pyats/record.py).
 """
 
 import asyncio
@@ -10,7 +13,37 @@ import inspect
 import pickle
 import struct
 
-HEADER = struct.Struct('>Q')
+CHUNK_HEADER = struct.Struct('>?H')
+MAX_CHUNK = 0xffff
+
+
+class SubscriptionRefused(Exception):
+    """The reporter answered subscribe_client with something other than None."""
+
+
+def frame(payload):
+    out = []
+    while True:
+        chunk, payload = payload[:MAX_CHUNK], payload[MAX_CHUNK:]
+        out.append(CHUNK_HEADER.pack(bool(payload), len(chunk)) + chunk)
+        if not payload:
+            return b''.join(out)
+
+
+async def read_message(reader):
+    """The next message's pickle, or None at the end of the stream."""
+    parts = []
+    while True:
+        try:
+            header = await reader.readexactly(CHUNK_HEADER.size)
+        except asyncio.IncompleteReadError as e:
+            if e.partial or parts:
+                raise
+            return None
+        more, size = CHUNK_HEADER.unpack(header)
+        parts.append(await reader.readexactly(size))
+        if not more:
+            return b''.join(parts)
 
 
 class ReportClient:
@@ -23,17 +56,19 @@ class ReportClient:
         reader, writer = await asyncio.open_unix_connection(self.socketpath)
         self._writer = writer
         try:
-            request = pickle.dumps({'action': 'subscribe'}, protocol=2)
-            writer.write(HEADER.pack(len(request)) + request)
+            writer.write(frame(pickle.dumps({'name': 'subscribe_client', 'data': {}})))
             await writer.drain()
+            reply = await read_message(reader)
+            if reply is None:
+                return
+            answer = pickle.loads(reply)
+            if answer is not None:
+                raise SubscriptionRefused('subscribe_client answered %r' % (answer,))
             while True:
-                try:
-                    header = await reader.readexactly(HEADER.size)
-                except asyncio.IncompleteReadError:
+                message = await read_message(reader)
+                if message is None:
                     return
-                (size,) = HEADER.unpack(header)
-                payload = await reader.readexactly(size)
-                result = callback(pickle.loads(payload))
+                result = callback(pickle.loads(message))
                 if inspect.isawaitable(result):
                     await result
         finally:

@@ -1,0 +1,13 @@
+"""pyats.reporter.exceptions: the errors a reporter's replies carry (`{'exception': ...}`)."""
+
+
+class UnregisteredClientError(Exception):
+    pass
+
+
+class MessageReceiveError(Exception):
+    pass
+
+
+class ExistingClientError(Exception):
+    pass
