@@ -154,6 +154,18 @@ function expectSpansMatch(spans: DecodedSpan[], results: ResultsJson): void {
   }
 }
 
+/** The span keys `pyats-exporter replay` exports for a job's archive. */
+async function replayedSpanKeys(real: RealJob): Promise<string[]> {
+  const receiver = await startOtlpReceiver();
+  cleanups.push(() => receiver.close());
+  const replay = await runCli(['replay', real.archive()], {
+    OTEL_TRACES_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+  });
+  expect(replay.code, replay.stderr).toBe(0);
+  return receiver.spans.map(spanKey).sort();
+}
+
 async function waitForFile(path: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!existsSync(path)) {
@@ -231,14 +243,7 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
     expect(viaBridge.receiver.spans.map(spanKey).sort()).toEqual(nativeKeys);
     expect(metricTotals(await viaBridge.exporter.scrape())).toEqual(resultTotals(results));
 
-    const replayReceiver = await startOtlpReceiver();
-    cleanups.push(() => replayReceiver.close());
-    const replay = await runCli(['replay', real.archive()], {
-      OTEL_TRACES_EXPORTER: 'otlp',
-      OTEL_EXPORTER_OTLP_ENDPOINT: replayReceiver.url,
-    });
-    expect(replay.code, replay.stderr).toBe(0);
-    expect(replayReceiver.spans.map(spanKey).sort()).toEqual(nativeKeys);
+    expect(await replayedSpanKeys(real)).toEqual(nativeKeys);
 
     for (const { exporter } of [native, viaBridge]) {
       const errors = exporter.logs.filter((l) => l.level >= 40);
@@ -270,14 +275,7 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
       );
       expect(metricTotals(await exporter.scrape())).toEqual(resultTotals(results));
 
-      const replayReceiver = await startOtlpReceiver();
-      cleanups.push(() => replayReceiver.close());
-      const replay = await runCli(['replay', real.archive()], {
-        OTEL_TRACES_EXPORTER: 'otlp',
-        OTEL_EXPORTER_OTLP_ENDPOINT: replayReceiver.url,
-      });
-      expect(replay.code, replay.stderr).toBe(0);
-      expect(replayReceiver.spans.map(spanKey).sort()).toEqual(receiver.spans.map(spanKey).sort());
+      expect(await replayedSpanKeys(real)).toEqual(receiver.spans.map(spanKey).sort());
       expect(exporter.logs.filter((l) => l.level >= 40)).toEqual([]);
     }, 180_000);
   }
@@ -358,14 +356,7 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
     expect(metricTotals(await exporter.scrape())).toEqual(resultTotals(results));
 
     // The same job replayed from its archive gets the same ids: attaching late loses nothing.
-    const replayReceiver = await startOtlpReceiver();
-    cleanups.push(() => replayReceiver.close());
-    const replay = await runCli(['replay', real.archive()], {
-      OTEL_TRACES_EXPORTER: 'otlp',
-      OTEL_EXPORTER_OTLP_ENDPOINT: replayReceiver.url,
-    });
-    expect(replay.code, replay.stderr).toBe(0);
-    expect(replayReceiver.spans.map(spanKey).sort()).toEqual(receiver.spans.map(spanKey).sort());
+    expect(await replayedSpanKeys(real)).toEqual(receiver.spans.map(spanKey).sort());
     expect(exporter.logs.filter((l) => l.level >= 50)).toEqual([]);
   }, 180_000);
 });
