@@ -28,12 +28,11 @@ import threading
 import time
 import types
 
-LEGACY_FORMATS = {'4be': '>I', '4le': '<I', '8be': '>Q', '8le': '<Q'}
-FORMATS = ['chunked'] + sorted(LEGACY_FORMATS)
-CHUNK_HEADER = struct.Struct('>?H')
-MAX_CHUNK = 0xffff
+# The framing and the reporter's replies are the stand-in's, which matches real pyATS 23.2 byte for byte.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'helpers'))
+from reporter_standin import CHUNK_HEADER, FORMATS, LEGACY_FORMATS, MAX_CHUNK, UNREGISTERED, frame  # noqa: E402
+
 UTC = datetime.timezone.utc
-UNREGISTERED = 'Unkown client. Must register with server before calling other functions'
 
 
 class Result:
@@ -75,19 +74,6 @@ def install_fake_pyats():
 
 
 ERRORS = install_fake_pyats()
-
-
-def frame(payload, fmt, chunk_size=MAX_CHUNK):
-    """One message: chunks of at most `chunk_size` bytes (pyATS 23.x: 65,535), or one size prefix."""
-    if fmt != 'chunked':
-        return struct.pack(LEGACY_FORMATS[fmt], len(payload)) + payload
-    out = []
-    rest = payload
-    while True:
-        chunk, rest = rest[:chunk_size], rest[chunk_size:]
-        out.append(CHUNK_HEADER.pack(bool(rest), len(chunk)) + chunk)
-        if not rest:
-            return b''.join(out)
 
 
 class Plan:
