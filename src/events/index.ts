@@ -4,6 +4,6 @@ export * from './types.js';
 export { normalize, toEpochMs, type NormalizeOptions } from './normalize.js';
 export { SectionTracker, type TrackerOptions, type TrackerRejectReason } from './tracker.js';
 export { SinkFanout } from './fanout.js';
-export { worstResult } from './results.js';
+export { verdictOf, worstResult } from './results.js';
 export { ciContext, parseEnvTxt, parseTraceParent, type CiContext, type TraceParent } from './ci.js';
 export { localZoneName, resolveZone, type Zone } from './timezone.js';

@@ -22,6 +22,24 @@ export function rollUp(worst: ResultValue | undefined, value: ResultValue): Resu
   return worst === undefined || ROLLUP_RANK[value] > ROLLUP_RANK[worst] ? value : worst;
 }
 
+/**
+ * A result's verdict as OpenTelemetry's `test.case.result.status` has it: passed and passx pass, failed,
+ * errored and aborted fail; skipped and blocked have none.
+ */
+export function verdictOf(value: ResultValue): 'pass' | 'fail' | undefined {
+  switch (value) {
+    case 'passed':
+    case 'passx':
+      return 'pass';
+    case 'failed':
+    case 'errored':
+    case 'aborted':
+      return 'fail';
+    default:
+      return undefined;
+  }
+}
+
 /** The rolled-up result of `values`, or undefined when there are none. */
 export function worstResult(values: readonly ResultValue[]): ResultValue | undefined {
   let worst: ResultValue | undefined;

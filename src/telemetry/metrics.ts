@@ -18,6 +18,7 @@ import {
 import { HistogramFamily, ScalarFamily, type HistogramSeries, type ScalarSeries } from './series.js';
 import {
   RESULT_VALUES,
+  verdictOf,
   type FinishedSection,
   type JobSummary,
   type ResultValue,
@@ -84,19 +85,8 @@ type Verdict = 'pass' | 'fail';
  * The verdict a flip is counted on. An abandoned section's result is the exporter's (the job or the exporter
  * stopped), not pyATS's verdict, so it has none — unlike on spans, where it is shown as a failure.
  */
-function verdictOf(section: FinishedSection): Verdict | undefined {
-  if (section.incomplete) return undefined;
-  switch (section.result.value) {
-    case 'passed':
-    case 'passx':
-      return 'pass';
-    case 'failed':
-    case 'errored':
-    case 'aborted':
-      return 'fail';
-    default:
-      return undefined;
-  }
+function runVerdict(section: FinishedSection): Verdict | undefined {
+  return section.incomplete ? undefined : verdictOf(section.result.value);
 }
 
 /**
@@ -414,7 +404,7 @@ export class MetricsSink implements SectionSink {
       series.previous ??= lastResultChildren(this.testcasePreviousResult, series.labelValues);
       setLastResult(series.previous, previous);
     }
-    const verdict = verdictOf(section);
+    const verdict = runVerdict(section);
     if (verdict === undefined) return;
     if (series.verdict !== undefined && series.verdict !== verdict) {
       series.flips ??= this.testcaseFlips.child(series.labelValues);

@@ -15,7 +15,14 @@ import type { InstrumentationScope } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { ATTR_CODE_FILE_PATH, ATTR_CODE_LINE_NUMBER } from '@opentelemetry/semantic-conventions';
-import type { FinishedSection, JobInfo, JobSummary, SectionSink, StartedSection } from '../events/index.js';
+import {
+  verdictOf,
+  type FinishedSection,
+  type JobInfo,
+  type JobSummary,
+  type SectionSink,
+  type StartedSection,
+} from '../events/index.js';
 import { WRITE_ATTRIBUTES, type AttributeSink, type DirectAttributes } from './otlp-encoder.js';
 
 // test.* is still "development" in semconv 1.45 and only exported from the `incubating` entry, which
@@ -115,19 +122,8 @@ export function spanStatus(section: FinishedSection, maxAttributeLength: number)
 }
 
 function testCaseStatus(section: FinishedSection): string | undefined {
-  if (section.incomplete) return 'fail';
-  switch (section.result.value) {
-    case 'passed':
-    case 'passx':
-      return 'pass';
-    case 'failed':
-    case 'errored':
-    case 'aborted':
-      return 'fail';
-    default:
-      // skipped / blocked: the convention has no value for them; pyats.section.result has the exact one.
-      return undefined;
-  }
+  // skipped / blocked: the convention has no value for them; pyats.section.result has the exact one.
+  return section.incomplete ? 'fail' : verdictOf(section.result.value);
 }
 
 function testSuiteRunStatus(section: FinishedSection): string {
