@@ -17,6 +17,9 @@ import {
   type LabelLimits,
   tracingOptionsFromEnv,
   type TracingOptions,
+  DEFAULT_SECTION_LOG_MAX_BYTES,
+  SECTION_LOG_MODES,
+  type SectionLogMode,
 } from './telemetry/index.js';
 
 export const COMMANDS = ['run', 'demo', 'replay'] as const;
@@ -56,6 +59,8 @@ export interface ExporterConfig {
   decodeThread: boolean;
   /** `--max-attribute-length`, default 4096: strings are cut to this length. */
   maxAttributeLength: number;
+  /** `--section-logs` and `--section-log-max-bytes`: which sections' log lines go on their span, how much. */
+  sectionLogs: { mode: SectionLogMode; maxBytes: number };
   /** `--log-level`, default info. */
   logLevel: LogLevel;
   /** Reconnect backoff after a reporter connection drops. */
@@ -99,6 +104,8 @@ const FLAG_SPEC = {
   'max-frame-bytes': { type: 'string' },
   timezone: { type: 'string' },
   'max-attribute-length': { type: 'string' },
+  'section-logs': { type: 'string' },
+  'section-log-max-bytes': { type: 'string' },
   'orphan-hold-max': { type: 'string' },
   'max-open-sections': { type: 'string' },
   'decode-thread': { type: 'boolean' },
@@ -141,6 +148,8 @@ const fileSchema = z
     'max-frame-bytes': z.union([z.string(), z.number()]),
     timezone: z.string(),
     'max-attribute-length': z.union([z.string(), z.number()]),
+    'section-logs': z.string(),
+    'section-log-max-bytes': z.union([z.string(), z.number()]),
     'orphan-hold-max': z.union([z.string(), z.number()]),
     'max-open-sections': z.union([z.string(), z.number()]),
     'decode-thread': z.boolean(),
@@ -195,6 +204,9 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
   --timezone ZONE               zone of the job machine for naive times: IANA name or +HH:MM
                                 (default this host's zone)
   --max-attribute-length N      cut longer strings in spans and labels (default 4096)
+  --section-logs WHICH          put the log lines of failed | all | none sections on their span, read
+                                from the job's log in its runinfo directory (default failed)
+  --section-log-max-bytes N     keep at most the last N bytes of those lines, whole lines (default ${DEFAULT_SECTION_LOG_MAX_BYTES})
   --orphan-hold-max N           finished sections per job held while their parent has not been seen
                                 (exporter attached mid-job) (default 10000)
   --max-open-sections N         sections one stream may have open at once; the start of another is
@@ -311,6 +323,13 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
   const [frameFormatRaw, frameFormatOrigin] = text('frame-format', 'chunked');
   const [timezone, timezoneOrigin] = text('timezone', localZoneName());
   // Replay draws a progress bar on stderr: only warnings and errors may interleave with it.
+  const [sectionLogMode, sectionLogOrigin] = text('section-logs', 'failed');
+  if (!(SECTION_LOG_MODES as readonly string[]).includes(sectionLogMode)) {
+    throw new ConfigError(
+      'bad_value',
+      `${sectionLogOrigin}: "${sectionLogMode}" is not one of ${SECTION_LOG_MODES.join(', ')}`,
+    );
+  }
   const [logLevel, logLevelOrigin] = text('log-level', command === 'replay' ? 'warn' : 'info');
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError(
@@ -366,6 +385,10 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     maxFrameBytes: integer('max-frame-bytes', 64 * 1024 * 1024, 16, 2 ** 40),
     timezone,
     maxAttributeLength: integer('max-attribute-length', 4096, 16, 1 << 20),
+    sectionLogs: {
+      mode: sectionLogMode as SectionLogMode,
+      maxBytes: integer('section-log-max-bytes', DEFAULT_SECTION_LOG_MAX_BYTES, 64, 1 << 20),
+    },
     orphanHoldMax: integer('orphan-hold-max', 10_000, 0, 1_000_000),
     maxOpenSections: integer('max-open-sections', 100_000, 1, 100_000_000),
     decodeThread: flag('decode-thread'),

@@ -1,6 +1,7 @@
 // Wires one running exporter from a validated config: sources → pipeline → tracker → sinks, and the
 // HTTP server. Owns the lifecycle: start() and an orderly stop() (abandon open sections, flush spans).
 // buildTelemetry is shared with the replay command.
+import { dirname } from 'node:path';
 import { Registry } from 'prom-client';
 import { SinkFanout, resolveZone, SectionTracker, type SectionSink } from './events/index.js';
 import type { ExporterConfig, ListenAddress } from './config.js';
@@ -23,6 +24,7 @@ import {
 import {
   ExporterHealth,
   JobLogSink,
+  SectionLogSink,
   registerProcessMetrics,
   MetricsSink,
   PushgatewayPublisher,
@@ -88,12 +90,19 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
     logger,
   );
   if (spanPipeline) {
+    const spanSink = new SpanSink({
+      processor: spanPipeline.processor,
+      resource: baseResource(config.tracing, VERSION),
+      maxAttributeLength: config.maxAttributeLength,
+      scopeVersion: VERSION,
+    });
     sinks.push(
-      new SpanSink({
-        processor: spanPipeline.processor,
-        resource: baseResource(config.tracing, VERSION),
-        maxAttributeLength: config.maxAttributeLength,
-        scopeVersion: VERSION,
+      new SectionLogSink({
+        inner: spanSink,
+        mode: config.sectionLogs.mode,
+        maxBytes: config.sectionLogs.maxBytes,
+        onOutcome: (outcome) => health.sectionLog(outcome),
+        logger: logger.child({ component: 'section-logs' }),
       }),
     );
   }
@@ -179,6 +188,8 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     health.connectionOpened(conn.path);
     logger.info({ socket: conn.path, connection: conn.id }, 'subscribed to reporter');
     openConnections.add(conn.id);
+    // The job's log files (`logs.file`) are relative to its runinfo directory: where reporter.sock is.
+    pipeline.setStreamContext(streamOf(conn), { runinfoDir: dirname(conn.path) });
     noteRunContext(conn, 1);
   };
   const disconnected = (conn: ConnectionInfo, reason: DisconnectReason): void => {

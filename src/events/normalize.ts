@@ -17,6 +17,7 @@ import {
   type CodeLocation,
   type EventPhase,
   type NormalizeOutcome,
+  type LogRange,
   type RejectReason,
   type ResultValue,
   type SectionEvent,
@@ -32,7 +33,7 @@ export interface NormalizeOptions {
 
 /**
  * Told about each descriptive field (`type`, `id`, `fullid`, `name`, `starttime`, `stoptime`, `runtime`,
- * `logfile`, `logs`, `xref`) that was dropped because its value is unusable; the event is kept without it.
+ * `logfile`, `logs`, `log_excerpt`, `xref`) that was dropped because its value is unusable; the event is kept without it.
  */
 export type FieldDropHandler = (reason: RejectReason, detail: string) => void;
 
@@ -40,6 +41,8 @@ export type FieldDropHandler = (reason: RejectReason, detail: string) => void;
 const MIN_TIME_MS = Date.UTC(1990, 0, 1);
 const MAX_TIME_MS = Date.UTC(2200, 0, 1);
 const MAX_RUNTIME_S = 366 * 86_400;
+/** The most of a `log_excerpt` an event keeps (its tail), whatever `--section-log-max-bytes` says. */
+export const MAX_LOG_EXCERPT_CHARS = 64 * 1024;
 // Epoch numbers above this are taken as milliseconds rather than seconds (year 5138 in seconds).
 const EPOCH_MS_THRESHOLD = 1e11;
 
@@ -173,8 +176,12 @@ function toSectionEvent(raw: unknown, options: NormalizeOptions, onDrop?: FieldD
   const result = resultField(dict['result'], options);
   if (result !== undefined) event.result = result;
 
-  const logfile = optionalString(dict, 'logfile', options, onDrop) ?? logsFile(dict['logs'], options, onDrop);
+  const logs = logsField(dict['logs'], options, onDrop);
+  const logfile = optionalString(dict, 'logfile', options, onDrop) ?? logs?.file;
   if (logfile !== undefined) event.logfile = logfile;
+  if (logs?.range !== undefined) event.logRange = logs.range;
+  const excerpt = logExcerptField(dict['log_excerpt'], onDrop);
+  if (excerpt !== undefined) event.logExcerpt = excerpt;
   const xref = xrefField(dict['xref'], options, onDrop);
   if (xref !== undefined) event.xref = xref;
   return event;
@@ -351,12 +358,47 @@ function resultValue(text: string): ResultValue | undefined {
 
 // `logs` and `xref` are auxiliary: strict mode ignores a shape it does not know (as it always has); with a
 // drop handler that is reported, so nothing the reporter sent disappears without a trace.
-function logsFile(value: unknown, options: NormalizeOptions, onDrop?: FieldDropHandler): string | undefined {
+function logsField(
+  value: unknown,
+  options: NormalizeOptions,
+  onDrop?: FieldDropHandler,
+): { file: string; range?: LogRange } | undefined {
   if (value === undefined || value === null) return undefined;
   const file = isPyDict(value) ? field(value, 'file') : undefined;
-  if (typeof file === 'string') return clip(file, options.maxStringLength);
-  onDrop?.('bad_field_type', `"logs" is ${describe(value)}, not a dict with a "file" string`);
-  return undefined;
+  if (typeof file !== 'string' || !isPyDict(value)) {
+    onDrop?.('bad_field_type', `"logs" is ${describe(value)}, not a dict with a "file" string`);
+    return undefined;
+  }
+  const begin = field(value, 'begin');
+  const size = field(value, 'size');
+  const clipped = clip(file, options.maxStringLength);
+  // A start carries `begin` only; a stop both. A range needs both, and the file's name uncut.
+  if (isByteCount(begin) && isByteCount(size) && clipped.length === file.length) {
+    return { file: clipped, range: { file, begin: Number(begin), size: Number(size) } };
+  }
+  if ((begin !== undefined && !isByteCount(begin)) || (size !== undefined && !isByteCount(size))) {
+    onDrop?.('bad_field_type', '"logs" begin / size are not byte counts');
+  }
+  return { file: clipped };
+}
+
+function isByteCount(value: unknown): boolean {
+  if (typeof value === 'bigint') return value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER);
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * `log_excerpt`: the tail of the section's log lines as the bridge read them on the job's machine. Kept as
+ * the last MAX_LOG_EXCERPT_CHARS characters here; the span sink cuts it to `--section-log-max-bytes`.
+ */
+function logExcerptField(value: unknown, onDrop?: FieldDropHandler): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') {
+    onDrop?.('bad_field_type', `"log_excerpt" is ${describe(value)}, not a string`);
+    return undefined;
+  }
+  const tail = value.length > MAX_LOG_EXCERPT_CHARS ? value.slice(-MAX_LOG_EXCERPT_CHARS) : value;
+  return (tail as string & WellFormedString).toWellFormed();
 }
 
 function xrefField(

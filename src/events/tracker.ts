@@ -10,6 +10,7 @@ import {
   type CodeLocation,
   type FinishedSection,
   type JobInfo,
+  type LogRange,
   type ResultValue,
   type SectionEvent,
   type SectionResult,
@@ -79,6 +80,8 @@ interface TrackedSection {
   name?: string;
   startTime?: number;
   logfile?: string;
+  logRange?: LogRange;
+  logExcerpt?: string;
   xref?: CodeLocation;
   task: string;
   testcase?: string;
@@ -113,6 +116,7 @@ const EASYPY_RUN_SUFFIX = /\.\d{4}[A-Za-z]{3}\d{2}_\d{2}:\d{2}:\d{2}\.\d{6}$/;
 
 /** A job started by a traced CI run joins the CI's trace; its span ids still derive from the run. */
 function applyContext(info: JobInfo, context: StreamContext): void {
+  if (context.runinfoDir !== undefined) info.runinfoDir = context.runinfoDir;
   if (context.ci === undefined) return;
   info.ci = context.ci;
   if (context.ci.parent !== undefined) info.traceId = context.ci.parent.traceId;
@@ -309,11 +313,15 @@ export class SectionTracker {
    * whose identity is fixed from now on, until the stream ends.
    */
   setStreamContext(streamId: string, context: StreamContext): void {
-    this.contexts.set(streamId, context);
+    // Contexts add up: the runinfo directory is known at connect, the CI run once easypy writes env.txt.
+    const merged = { ...this.contexts.get(streamId), ...context };
+    this.contexts.set(streamId, merged);
     // pyATS starts the TestSuite before easypy writes env.txt, so the identity may be fixed already: while no
     // span of the job has gone out, it can still join the CI's trace.
     const job = this.streams.get(streamId);
-    if (job?.info !== undefined && !job.delivered) applyContext(job.info, context);
+    if (job?.info === undefined) return;
+    if (!job.delivered) applyContext(job.info, merged);
+    else if (merged.runinfoDir !== undefined) job.info.runinfoDir = merged.runinfoDir;
   }
 
   /** The stream ended (disconnect, end of file): everything still open is abandoned. */
@@ -415,6 +423,8 @@ export class SectionTracker {
     if (event.name !== undefined) section.name = event.name;
     if (event.startTime !== undefined) section.startTime = event.startTime;
     if (event.logfile !== undefined) section.logfile = event.logfile;
+    if (event.logRange !== undefined) section.logRange = event.logRange;
+    if (event.logExcerpt !== undefined) section.logExcerpt = event.logExcerpt;
     if (event.xref !== undefined) section.xref = event.xref;
     return section;
   }
@@ -812,6 +822,8 @@ function endOf(
     runtime,
     result,
     logfile: section.logfile,
+    logRange: section.logRange,
+    logExcerpt: section.logExcerpt,
     xref: section.xref,
     incomplete,
     orphan: false,

@@ -50,6 +50,10 @@ export interface SectionEvent {
   /** Absent when the stop carried none: pyATS sends none on `stop_task` / `stop_testsuite` (see tracker). */
   result?: SectionResult;
   logfile?: string;
+  /** The section's bytes in its log file (pyATS's `logs: {file, begin, size}` at stop). */
+  logRange?: LogRange;
+  /** The tail of the section's log lines, sent by a source that can read the file (the bridge). */
+  logExcerpt?: string;
   /** Only a location in the test script: xrefs into Python's library or pyATS itself are dropped. */
   xref?: CodeLocation;
 }
@@ -71,13 +75,25 @@ export type RejectReason = (typeof REJECT_REASONS)[number];
 export type NormalizeOutcome =
   { ok: true; event: SectionEvent } | { ok: false; reason: RejectReason; detail: string };
 
-/** Identity of one pyATS job run, fixed the first time a span needs it (see tracker). */
+/**
+ * Where a section's log lines are: bytes `begin` to `begin + size` of `file`, relative to the job's runinfo
+ * directory (pyATS's `logs` at stop; `logfile` beside it is the same file's absolute path on the job's host).
+ */
+export interface LogRange {
+  file: string;
+  begin: number;
+  size: number;
+}
+
 /** What a source knows of a stream beyond its events (the job's environment). */
 export interface StreamContext {
   /** The CI run that started the job (TRACEPARENT and CI variables of the job's environment). */
   ci?: CiContext;
+  /** The job's runinfo directory, when the source reads the job's own files (the native socket). */
+  runinfoDir?: string;
 }
 
+/** Identity of one pyATS job run, fixed the first time a span needs it (see tracker). */
 export interface JobInfo {
   /**
    * The TestSuite's id, or `unknown` when the exporter attached mid-job. Easypy makes it unique per run
@@ -93,6 +109,8 @@ export interface JobInfo {
   runId: string;
   /** The CI run the job belongs to; with a TRACEPARENT its trace is the trace id and its span the root's parent. */
   ci?: CiContext;
+  /** The runinfo directory the job's log files (`logfile`) are relative to, when the exporter can read it. */
+  runinfoDir?: string;
   /** 32 lowercase hex chars. */
   traceId: string;
 }
@@ -129,6 +147,9 @@ export interface FinishedSection {
   /** The stop's result, or when it carried none the roll-up of the section's finished children. */
   result: SectionResult;
   logfile?: string;
+  logRange?: LogRange;
+  /** The tail of the section's log lines, as the source sent it or as read from `logfile` (SectionLogSink). */
+  logExcerpt?: string;
   xref?: CodeLocation;
   /** True when the job ended (disconnect, shutdown) before this section stopped. */
   incomplete: boolean;

@@ -10,7 +10,8 @@
 // connection, ingest connection or ingest job key); events of one stream are in their original order.
 // `data`: the normalized event in pyATS's own keys — event, type, seq_num, parent_seq_num, id, fullid, name,
 // starttime / stoptime (epoch milliseconds, fractional), runtime (seconds), result ({value, reason}),
-// logfile, xref ({file, line}) — so `normalize(data)` gives back the identical SectionEvent, in any zone.
+// logfile (or logs {file, begin, size}), log_excerpt, xref ({file, line}) — so `normalize(data)` gives back
+// the identical SectionEvent, in any zone.
 // Replay: for each line in order, `event` → pipeline.ingest(stream, source, data); `end` →
 // pipeline.endStream(stream); `capture` (the exporter restarted) → end every stream still open; at the end
 // of the file end every stream. Running the tracker with now() = the line's `at` also reproduces the times
@@ -63,6 +64,11 @@ export function toCaptureData(event: SectionEvent): Record<string, unknown> {
         : { value: event.result.value, reason: event.result.reason };
   }
   if (event.logfile !== undefined) data['logfile'] = event.logfile;
+  if (event.logRange !== undefined) {
+    const { file, begin, size } = event.logRange;
+    data['logs'] = { file, begin, size };
+  }
+  if (event.logExcerpt !== undefined) data['log_excerpt'] = event.logExcerpt;
   if (event.xref !== undefined) {
     const xref: Record<string, unknown> = {};
     if (event.xref.file !== undefined) xref['file'] = event.xref.file;

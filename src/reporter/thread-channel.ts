@@ -2,7 +2,7 @@
 // around them (connections, rejections), in order, as batches of numbers plus interned strings.
 //
 // Why not postMessage the events themselves: structured clone costs ~2 µs per event-sized object, as much as
-// decoding it. Here an event is 19 doubles, and each distinct string (section types, ids, names, log files,
+// decoding it. Here an event is 22 doubles, and each distinct string (section types, ids, names, log files,
 // which repeat heavily) crosses once; the main thread rebuilds the event from a string table.
 import { RESULT_VALUES, type SectionEvent, type EventPhase } from '../events/index.js';
 
@@ -26,7 +26,9 @@ export interface SourceBatch {
 
 const OP_EVENT = 1;
 const OP_CONTROL = 2;
-const EVENT_SLOTS = 19;
+// `logExcerpt` does not cross: only the bridge's NDJSON carries one, and this channel serves reporter sockets,
+// whose sections get theirs from the job's log file.
+const EVENT_SLOTS = 22;
 const NONE = -1;
 const PHASES: readonly EventPhase[] = ['init', 'start', 'stop'];
 const PHASE_CODE: Readonly<Record<EventPhase, number>> = { init: 0, start: 1, stop: 2 };
@@ -78,6 +80,9 @@ export class SourceBatchWriter {
     n[at + 16] = this.optional(e.xref?.file);
     n[at + 17] = e.xref?.line ?? Number.NaN;
     n[at + 18] = this.optional(e.fullid);
+    n[at + 19] = e.logRange?.begin ?? Number.NaN;
+    n[at + 20] = e.logRange?.size ?? Number.NaN;
+    n[at + 21] = this.optional(e.logRange?.file);
   }
 
   control(op: ControlOp): void {
@@ -192,6 +197,10 @@ export class SourceBatchReader {
     }
     const fullid = n[at + 18]!;
     if (fullid !== NONE) e.fullid = this.string(fullid);
+    const logBegin = n[at + 19]!;
+    if (!Number.isNaN(logBegin)) {
+      e.logRange = { file: this.string(n[at + 21]!), begin: logBegin, size: n[at + 20]! };
+    }
     return e;
   }
 

@@ -2,6 +2,7 @@
 // opt-in Node.js process metrics. Sources and the span sink call these methods; they never throw.
 import { collectDefaultMetrics, Counter, Gauge, type Registry } from 'prom-client';
 import { REJECT_REASONS } from '../events/index.js';
+import { SECTION_LOG_OUTCOMES, type SectionLogOutcome } from './section-logs.js';
 
 /** Why spans were lost; each is pre-created at 0 so `rate()` alerts work from the first scrape. */
 export const SPAN_DROP_REASONS = ['export_failed', 'queue_full', 'shutdown'] as const;
@@ -23,6 +24,7 @@ export class ExporterHealth {
   private readonly reporterUp: Gauge<'socket'>;
   private readonly spansExportedTotal: Counter;
   private readonly spansDroppedTotal: Counter<'reason'>;
+  private readonly sectionLogsTotal: Counter<'outcome'>;
   /** Open connections per socket path, so `reporter_up` stays 1 until the last of them closes. */
   private readonly openBySocket = new Map<string, number>();
   /**
@@ -109,6 +111,13 @@ export class ExporterHealth {
       registers,
     });
     for (const reason of SPAN_DROP_REASONS) this.spansDroppedTotal.inc({ reason }, 0);
+    this.sectionLogsTotal = new Counter({
+      name: 'pyats_exporter_section_logs_total',
+      help: "Sections' log excerpts for their spans, by outcome: attached, forwarded (sent by the bridge), or why not.",
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of SECTION_LOG_OUTCOMES) this.sectionLogsTotal.inc({ outcome }, 0);
 
     const buildInfo = new Gauge({
       name: 'pyats_exporter_build_info',
@@ -172,6 +181,11 @@ export class ExporterHealth {
 
   spansExported(count: number): void {
     if (Number.isFinite(count) && count > 0) this.spansExportedTotal.inc(count);
+  }
+
+  /** A section's log excerpt was attached to its span, or could not be (why). */
+  sectionLog(outcome: SectionLogOutcome): void {
+    this.sectionLogsTotal.inc({ outcome });
   }
 
   spansDropped(count: number, reason: string): void {

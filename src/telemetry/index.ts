@@ -1,5 +1,5 @@
 // The sinks and their plumbing: Prometheus metrics (with the cardinality guard and the exporter's own
-// health), the Pushgateway publisher, and spans exported over OTLP.
+// health), the Pushgateway publisher, and spans exported over OTLP with their sections' log excerpts.
 export { MetricsSink } from './metrics.js';
 export { GUARDED_LABELS, type GuardedLabel, type LabelLimits } from './cardinality.js';
 export { ExporterHealth, registerProcessMetrics } from './health.js';
@@ -7,6 +7,14 @@ export { isSelfRendering } from './series.js';
 export { PushgatewayPublisher } from './pushgateway.js';
 export { SpanSink } from './spans.js';
 export { JobLogSink } from './job-log.js';
+export {
+  DEFAULT_SECTION_LOG_MAX_BYTES,
+  SECTION_LOG_MODES,
+  SECTION_LOG_OUTCOMES,
+  SectionLogSink,
+  type SectionLogMode,
+  type SectionLogOutcome,
+} from './section-logs.js';
 export {
   TracingConfigError,
   baseResource,

@@ -14,7 +14,12 @@ import {
 import type { InstrumentationScope } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
-import { ATTR_CODE_FILE_PATH, ATTR_CODE_LINE_NUMBER } from '@opentelemetry/semantic-conventions';
+import {
+  ATTR_CODE_FILE_PATH,
+  ATTR_CODE_LINE_NUMBER,
+  ATTR_EXCEPTION_MESSAGE,
+  ATTR_EXCEPTION_TYPE,
+} from '@opentelemetry/semantic-conventions';
 import {
   verdictOf,
   type FinishedSection,
@@ -221,6 +226,41 @@ export function sectionAttributes(section: FinishedSection, maxLength: number): 
   return builder.attributes;
 }
 
+/** Span event attribute holding a section's log lines (the tail of its slice of the job's log). */
+export const ATTR_SECTION_LOG = 'pyats.section.log';
+/** Name of the event carrying the log lines of a section that did not fail (`--section-logs all`). */
+export const SECTION_LOG_EVENT = 'pyats.section.log';
+
+/**
+ * The span's events: its log excerpt, when it has one, as an OpenTelemetry `exception` event for a failed,
+ * errored or aborted section (type the result, message its reason) and as `pyats.section.log` otherwise.
+ * The excerpt is bounded by `--section-log-max-bytes`, not by the attribute length.
+ */
+export function sectionEvents(section: FinishedSection, maxAttributeLength: number): TimedEvent[] {
+  const log = section.logExcerpt;
+  if (log === undefined) return NO_EVENTS;
+  const time = epochMsToHrTime(section.stopTime);
+  const value = section.result.value;
+  if (value !== 'failed' && value !== 'errored' && value !== 'aborted') {
+    return [
+      { name: SECTION_LOG_EVENT, time, attributes: { [ATTR_SECTION_LOG]: log }, droppedAttributesCount: 0 },
+    ];
+  }
+  const message = truncateAttribute(section.result.reason ?? `${section.type} ${value}`, maxAttributeLength);
+  return [
+    {
+      name: 'exception',
+      time,
+      attributes: {
+        [ATTR_EXCEPTION_TYPE]: `pyats.${value}`,
+        [ATTR_EXCEPTION_MESSAGE]: message,
+        [ATTR_SECTION_LOG]: log,
+      },
+      droppedAttributesCount: 0,
+    },
+  ];
+}
+
 function sampledContext(traceId: string, spanId: string): SpanContext {
   return { traceId, spanId, traceFlags: TraceFlags.SAMPLED, isRemote: false };
 }
@@ -232,7 +272,6 @@ function sampledContext(traceId: string, spanId: string): SpanContext {
  */
 export class SectionSpan implements ReadableSpan, DirectAttributes {
   readonly kind = SpanKind.INTERNAL;
-  readonly events = NO_EVENTS;
   readonly ended = true;
   readonly droppedAttributesCount = 0;
   readonly droppedEventsCount = 0;
@@ -245,6 +284,7 @@ export class SectionSpan implements ReadableSpan, DirectAttributes {
   private builtDuration: HrTime | undefined = undefined;
   private builtStatus: SpanStatus | undefined = undefined;
   private builtAttributes: Attributes | undefined = undefined;
+  private builtEvents: TimedEvent[] | undefined = undefined;
 
   constructor(
     readonly section: FinishedSection,
@@ -282,6 +322,10 @@ export class SectionSpan implements ReadableSpan, DirectAttributes {
 
   get status(): SpanStatus {
     return (this.builtStatus ??= spanStatus(this.section, this.maxAttributeLength));
+  }
+
+  get events(): TimedEvent[] {
+    return (this.builtEvents ??= sectionEvents(this.section, this.maxAttributeLength));
   }
 
   get attributes(): Attributes {

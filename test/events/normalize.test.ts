@@ -66,8 +66,51 @@ describe('normalize', () => {
       runtime: 3.250123,
       result: { value: 'failed', reason: 'no bgp neighbor' },
       logfile: 'TaskLog.Task-1',
+      logRange: { file: 'TaskLog.Task-1', begin: 100, size: 20 },
       xref: { file: '/scripts/bgp.py', line: 42 },
     });
+  });
+
+  it("keeps a stop's log range beside the absolute logfile, as pyATS 23.2 sends both", () => {
+    const stop = realEvent('stop_section', 'ExampleTask.TcError.t');
+    expect(stop.logfile).toMatch(/^\/tmp\/rp2\/.*\/TaskLog\.ExampleTask$/);
+    expect(stop.logRange).toMatchObject({ file: 'TaskLog.ExampleTask' });
+    expect(stop.logRange?.size).toBeGreaterThan(0);
+    // A start carries `begin` only: no range, and nothing reported as dropped.
+    const drops: string[] = [];
+    const start = normalize(
+      dict({ event: 'start_section', seq_num: 3, logs: dict({ file: 'TaskLog.T', begin: 10 }) }),
+      { zone: resolveZone('UTC'), maxStringLength: 64 },
+      (reason) => drops.push(reason),
+    );
+    expect(start.ok).toBe(true);
+    expect(start.ok ? start.event.logRange : 'refused').toBeUndefined();
+    expect(drops).toEqual([]);
+  });
+
+  it('drops a log range whose begin or size is no byte count, and keeps the file', () => {
+    for (const bad of [-1, 1.5, 'x']) {
+      const drops: string[] = [];
+      const outcome = normalize(
+        dict({ event: 'stop_section', seq_num: 3, logs: dict({ file: 'TaskLog.T', begin: 0, size: bad }) }),
+        { zone: resolveZone('UTC'), maxStringLength: 64 },
+        (reason) => drops.push(reason),
+      );
+      expect(outcome.ok && outcome.event).toMatchObject({ logfile: 'TaskLog.T' });
+      expect(outcome.ok ? outcome.event.logRange : 'refused').toBeUndefined();
+      expect(drops).toEqual(['bad_field_type']);
+    }
+  });
+
+  it("keeps the tail of a bridge's log_excerpt", () => {
+    const long = 'x'.repeat(70 * 1024) + 'END';
+    const outcome = normalize(dict({ event: 'stop_section', seq_num: 3, log_excerpt: long }), {
+      zone: resolveZone('UTC'),
+      maxStringLength: 64,
+    });
+    const excerpt = outcome.ok ? outcome.event.logExcerpt : undefined;
+    expect(excerpt?.length).toBe(64 * 1024);
+    expect(excerpt?.endsWith('END')).toBe(true);
   });
 
   it('derives the type from the event name when absent', () => {

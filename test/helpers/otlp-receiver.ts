@@ -18,6 +18,13 @@ export interface DecodedLink {
   attributes: Record<string, AttributeValue>;
 }
 
+/** A Span.Event: something that happened at a time in the span (here: a section's log excerpt). */
+export interface DecodedEvent {
+  timeUnixNano: bigint;
+  name: string;
+  attributes: Record<string, AttributeValue>;
+}
+
 export interface DecodedSpan {
   traceId: string;
   spanId: string;
@@ -32,6 +39,7 @@ export interface DecodedSpan {
   /** OTLP StatusCode: 0 unset, 1 ok, 2 error. */
   status: { code: number; message: string };
   links: DecodedLink[];
+  events: DecodedEvent[];
   resource: Record<string, AttributeValue>;
   /** Instrumentation scope name. */
   scope: string;
@@ -245,6 +253,23 @@ function decodeLink(bytes: Uint8Array): DecodedLink {
   return link;
 }
 
+// trace.proto Span.Event: 1 time_unix_nano (fixed64), 2 name, 3 attributes, 4 dropped_attributes_count.
+function decodeEvent(bytes: Uint8Array): DecodedEvent {
+  const event: DecodedEvent = { timeUnixNano: 0n, name: '', attributes: {} };
+  readMessage(
+    bytes,
+    'Span.Event',
+    { 1: WIRE_FIXED64, 2: WIRE_LEN, 3: WIRE_LEN, 4: WIRE_VARINT },
+    (field, r) => {
+      if (field === 1) event.timeUnixNano = r.fixed64();
+      else if (field === 2) event.name = r.string();
+      else if (field === 3) decodeKeyValue(r.bytes(), event.attributes);
+      else r.varint();
+    },
+  );
+  return event;
+}
+
 // trace.proto Span: 1 trace_id, 2 span_id, 3 trace_state, 4 parent_span_id, 5 name, 6 kind,
 // 7 start_time_unix_nano (fixed64), 8 end_time_unix_nano (fixed64), 9 attributes, 10 dropped_attributes_count,
 // 11 events, 12 dropped_events_count, 13 links, 14 dropped_links_count, 15 status, 16 flags (fixed32).
@@ -260,6 +285,7 @@ function decodeSpan(bytes: Uint8Array): SpanFields {
     attributes: {},
     status: { code: 0, message: '' },
     links: [],
+    events: [],
   };
   readMessage(
     bytes,
@@ -308,6 +334,9 @@ function decodeSpan(bytes: Uint8Array): SpanFields {
         case 9:
           decodeKeyValue(r.bytes(), span.attributes);
           break;
+        case 11:
+          span.events.push(decodeEvent(r.bytes()));
+          break;
         case 13:
           span.links.push(decodeLink(r.bytes()));
           break;
@@ -318,7 +347,7 @@ function decodeSpan(bytes: Uint8Array): SpanFields {
           r.fixed32();
           break;
         default:
-          if (field === 3 || field === 11) r.bytes();
+          if (field === 3) r.bytes();
           else r.varint();
       }
     },
@@ -465,6 +494,11 @@ export function decodeJsonExportTraceServiceRequest(body: string): DecodedSpan[]
           attributes: jsonAttributes(field(span, 'attributes')),
           status: { code: typeof code === 'number' ? code : 0, message: text(field(status, 'message')) },
           links: list(field(span, 'links')).map(jsonLink),
+          events: list(field(span, 'events')).map((event) => ({
+            timeUnixNano: int64(field(event, 'timeUnixNano')),
+            name: text(field(event, 'name')),
+            attributes: jsonAttributes(field(event, 'attributes')),
+          })),
           resource,
           scope: text(field(scope, 'name')),
           scopeVersion: text(field(scope, 'version')),

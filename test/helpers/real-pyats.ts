@@ -67,6 +67,8 @@ export interface ResultsSection {
   starttime?: string;
   stoptime?: string;
   result?: { value: string };
+  /** Where the section's log lines are in its TaskLog (relative to runinfo; the archive's root). */
+  logs?: { file: string; begin: number; size: number };
   sections?: ResultsSection[];
   tasks?: ResultsSection[];
 }

@@ -3,11 +3,12 @@
 // scraped. Checked against the job's own results.json, against the same job through the Python bridge and
 // through `replay` of its archive, and when attaching after the job's first testcases have finished.
 // These tests fail (never skip) where the bundle or its CPython 3.10 is missing: see helpers/real-pyats.ts.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { unzipSync } from 'fflate';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   parseMetrics,
@@ -155,6 +156,41 @@ function expectSpansMatch(spans: DecodedSpan[], results: ResultsJson): void {
 }
 
 /** The span keys `pyats-exporter replay` exports for a job's archive. */
+/**
+ * Every failed, errored or aborted section's span carries its log lines, byte-exact against the job's own
+ * TaskLog (from the archive, at results.json's `logs`): the whole slice when it is within the default bound
+ * (4096 bytes), else its tail from a line start. Returns the excerpts by fullid.
+ */
+function expectLogExcerpts(spans: DecodedSpan[], real: RealJob): Map<string, string> {
+  const files = unzipSync(readFileSync(real.archive()), { filter: (f) => /(^|\/)TaskLog\./.test(f.name) });
+  const taskLog = (name: string): Buffer => {
+    const entry = Object.entries(files).find(([path]) => path === name || path.endsWith(`/${name}`));
+    if (entry === undefined) throw new Error(`no ${name} in the archive`);
+    return Buffer.from(entry[1]);
+  };
+  const excerpts = new Map<string, string>();
+  for (const { section } of sectionsOf(real.results().report)) {
+    if (!ERROR_RESULTS.has(section.result?.value ?? '') || section.logs === undefined) continue;
+    const span = spans.find((s) => s.attributes['pyats.section.fullid'] === section.fullid);
+    const events = span?.events.filter((e) => e.name === 'exception') ?? [];
+    expect(events, section.fullid).toHaveLength(1);
+    const event = events[0]!;
+    expect(event.attributes['exception.type']).toBe(`pyats.${section.result?.value}`);
+    const excerpt = Buffer.from(String(event.attributes['pyats.section.log']));
+    const { file, begin, size } = section.logs;
+    const slice = taskLog(file).subarray(begin, begin + size);
+    if (slice.length <= 4096) {
+      expect(excerpt.equals(slice), `${section.fullid}: ${excerpt.toString()}`).toBe(true);
+    } else {
+      expect(excerpt.length).toBeLessThanOrEqual(4096);
+      expect(slice.subarray(slice.length - excerpt.length).equals(excerpt), section.fullid).toBe(true);
+      expect(slice[slice.length - excerpt.length - 1], section.fullid).toBe(0x0a);
+    }
+    excerpts.set(section.fullid ?? section.id, excerpt.toString());
+  }
+  return excerpts;
+}
+
 async function replayedSpanKeys(real: RealJob): Promise<string[]> {
   const receiver = await startOtlpReceiver();
   cleanups.push(() => receiver.close());
@@ -274,6 +310,16 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
         /^long reason 0123456789abcdef/,
       );
       expect(metricTotals(await exporter.scrape())).toEqual(resultTotals(results));
+      // The failed step's span shows the line the step logged before it failed.
+      const excerpts = expectLogExcerpts(receiver.spans, real);
+      expect(excerpts.get('RealTask.TcFail.test_steps.STEP 1.STEP 1.1')).toMatch(
+        /%SCRIPT-3-ERROR: .*: interface Gi0\/1 is down, expected up\n/,
+      );
+      expect(
+        sumOf(parseMetrics(await exporter.scrape()), 'pyats_exporter_section_logs_total', {
+          outcome: 'attached',
+        }),
+      ).toBe(excerpts.size);
 
       expect(await replayedSpanKeys(real)).toEqual(receiver.spans.map(spanKey).sort());
       expect(exporter.logs.filter((l) => l.level >= 40)).toEqual([]);

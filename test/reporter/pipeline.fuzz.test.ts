@@ -109,7 +109,16 @@ class CheckingSink implements SectionSink {
     }
     if (!Number.isFinite(s.runtime) || s.runtime < 0) problem('bad runtime');
     if (!RESULTS.has(s.result.value)) problem('bad result');
-    for (const text of [s.type, s.id, s.name, s.testcase, s.logfile, s.result.reason, s.xref?.file]) {
+    for (const text of [
+      s.type,
+      s.id,
+      s.name,
+      s.testcase,
+      s.logfile,
+      s.logRange?.file,
+      s.result.reason,
+      s.xref?.file,
+    ]) {
       if (text !== undefined && (text.length > MAX_STRING || !isWellFormed(text))) problem('bad string');
     }
     const key = `${s.job.traceId}/${s.spanId}`;

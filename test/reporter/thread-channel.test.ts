@@ -11,7 +11,7 @@ import {
 const text = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('Testcase', 'TestSection', 'Step', ''));
 const time = fc.double({ min: -1e13, max: 1e13, noNaN: true });
 
-/** Any event the normalizer can produce: every optional field present or absent. */
+/** Any event the normalizer can produce from a reporter socket: every optional field present or absent. */
 const sectionEvent: fc.Arbitrary<SectionEvent> = fc
   .record(
     {
@@ -30,6 +30,11 @@ const sectionEvent: fc.Arbitrary<SectionEvent> = fc
         { requiredKeys: ['value'] },
       ),
       logfile: text,
+      logRange: fc.record({
+        file: text,
+        begin: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+        size: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      }),
       xref: fc.record({ file: text, line: fc.integer({ min: 0, max: 1e6 }) }, { requiredKeys: [] }),
       fullid: text,
     },

@@ -1,0 +1,355 @@
+// A section's own log lines for its span: pyATS reports where they are (`logs: {file, begin, size}` at stop,
+// the file relative to the job's runinfo directory), and this reads that slice's tail, confined to runinfo.
+// The read is asynchronous and happens beside the hot path: SectionLogSink holds the section back from the
+// span sink only until its excerpt is read; metrics and the rest of the stream never wait for it.
+import { constants, type Stats } from 'node:fs';
+import { open, readlink, realpath } from 'node:fs/promises';
+import { isAbsolute, relative, resolve } from 'node:path';
+import type { FinishedSection, JobSummary, LogRange, SectionSink, StartedSection } from '../events/index.js';
+import type { Logger } from '../log.js';
+
+export const SECTION_LOG_MODES = ['failed', 'all', 'none'] as const;
+export type SectionLogMode = (typeof SECTION_LOG_MODES)[number];
+export const DEFAULT_SECTION_LOG_MAX_BYTES = 4096;
+
+/** What became of one section's excerpt; the `outcome` label of pyats_exporter_section_logs_total. */
+export const SECTION_LOG_OUTCOMES = [
+  /** Read from the job's log file and attached. */
+  'attached',
+  /** Sent with the event by the source (the bridge) and attached. */
+  'forwarded',
+  /** The path leaves the runinfo directory (`..`, an absolute path elsewhere, a symlink out) or is no file. */
+  'refused',
+  /** The file (or the runinfo directory) is gone: the job ended and easypy archived it, or it rotated. */
+  'missing',
+  /** The file is shorter than the slice or the slice is empty. */
+  'empty',
+  /** Any other read error (permissions, I/O). */
+  'unreadable',
+  /** Too many reads were waiting: the section went on without its excerpt. */
+  'dropped',
+] as const;
+export type SectionLogOutcome = (typeof SECTION_LOG_OUTCOMES)[number];
+
+export type ExcerptResult =
+  { ok: true; text: string } | { ok: false; outcome: SectionLogOutcome; detail: string };
+
+const LF = 0x0a;
+
+/** True when `path` is `root` or below it (both absolute and normalized). */
+function isWithin(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+function errorCode(error: unknown): string | undefined {
+  return typeof error === 'object' && error !== null && 'code' in error ? String(error.code) : undefined;
+}
+
+function failure(error: unknown, what: string): ExcerptResult {
+  const code = errorCode(error);
+  if (code === 'ENOENT' || code === 'ENOTDIR')
+    return { ok: false, outcome: 'missing', detail: `${what}: ${code}` };
+  if (code === 'ELOOP') return { ok: false, outcome: 'refused', detail: `${what}: a symlink` };
+  return { ok: false, outcome: 'unreadable', detail: `${what}: ${code ?? String(error)}` };
+}
+
+/**
+ * The last bytes of `bytes` that fit in `maxBytes`, cut after a line break (or, for a single line longer than
+ * the bound, at a character boundary), decoded as UTF-8 with invalid sequences replaced.
+ */
+export function tailOnLineBoundary(bytes: Uint8Array, maxBytes: number): string {
+  let start = Math.max(0, bytes.length - maxBytes);
+  if (start > 0) {
+    const lineStart = bytes.indexOf(LF, start - 1);
+    if (lineStart !== -1 && lineStart + 1 < bytes.length) start = lineStart + 1;
+    // UTF-8 continuation bytes (10xxxxxx) cannot start a character.
+    else while (start < bytes.length && ((bytes[start] as number) & 0xc0) === 0x80) start += 1;
+  }
+  return Buffer.from(bytes.buffer, bytes.byteOffset + start, bytes.length - start).toString('utf8');
+}
+
+/** tailOnLineBoundary for text that arrived as a string (the bridge's excerpt), bounded in UTF-8 bytes. */
+export function tailOfText(text: string, maxBytes: number): string {
+  // A UTF-16 unit is at most 3 UTF-8 bytes: text this short is within the bound without encoding it.
+  if (text.length * 3 <= maxBytes) return text;
+  const bytes = Buffer.from(text, 'utf8');
+  return bytes.length <= maxBytes ? text : tailOnLineBoundary(bytes, maxBytes);
+}
+
+/**
+ * Reads the tail (at most `maxBytes`, cut on a line boundary) of bytes `range.begin`…`range.begin+size` of
+ * `range.file`, a path relative to (or absolute inside) `root`. Refuses a path that leaves `root`, also through a
+ * symlink or a directory swapped for one while it is opened, and anything but a regular file (a FIFO would
+ * block; it is opened non-blocking and refused). Reads at most `maxBytes`, whatever `size` says.
+ */
+export async function readLogExcerpt(
+  root: string,
+  range: LogRange,
+  maxBytes: number,
+): Promise<ExcerptResult> {
+  const file = range.file;
+  if (file.includes('\0')) return { ok: false, outcome: 'refused', detail: 'the path has a NUL byte' };
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+  } catch (error) {
+    return failure(error, 'runinfo directory');
+  }
+  const target = resolve(realRoot, file);
+  if (!isWithin(realRoot, target)) {
+    return {
+      ok: false,
+      outcome: 'refused',
+      detail: `${JSON.stringify(file)} is outside the runinfo directory`,
+    };
+  }
+  let realTarget: string;
+  try {
+    realTarget = await realpath(target);
+  } catch (error) {
+    return failure(error, JSON.stringify(file));
+  }
+  if (!isWithin(realRoot, realTarget)) {
+    return {
+      ok: false,
+      outcome: 'refused',
+      detail: `${JSON.stringify(file)} leads outside the runinfo directory`,
+    };
+  }
+  let handle;
+  try {
+    handle = await open(
+      realTarget,
+      constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY,
+    );
+  } catch (error) {
+    return failure(error, JSON.stringify(file));
+  }
+  try {
+    let stats: Stats;
+    try {
+      stats = await handle.stat();
+    } catch (error) {
+      return failure(error, JSON.stringify(file));
+    }
+    if (!stats.isFile()) {
+      return { ok: false, outcome: 'refused', detail: `${JSON.stringify(file)} is not a regular file` };
+    }
+    // A directory on the way may have been swapped for a symlink since realpath: ask the kernel what was opened.
+    const opened = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
+    if (opened !== undefined && !isWithin(realRoot, opened)) {
+      return {
+        ok: false,
+        outcome: 'refused',
+        detail: `${JSON.stringify(file)} leads outside the runinfo directory`,
+      };
+    }
+    const end = Math.min(range.begin + range.size, stats.size);
+    if (end <= range.begin) {
+      return {
+        ok: false,
+        outcome: 'empty',
+        detail: `bytes ${range.begin}+${range.size} of a ${stats.size}-byte file`,
+      };
+    }
+    // One byte more than the bound, when the slice has it: it tells whether the window starts a line.
+    const start = Math.max(range.begin, end - maxBytes - 1);
+    const bytes = Buffer.alloc(end - start);
+    let filled = 0;
+    while (filled < bytes.length) {
+      const { bytesRead } = await handle.read(bytes, filled, bytes.length - filled, start + filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    if (filled === 0) return { ok: false, outcome: 'empty', detail: 'nothing to read' };
+    const read = bytes.subarray(0, filled);
+    const text = end - range.begin > maxBytes ? tailOnLineBoundary(read, maxBytes) : read.toString('utf8');
+    return { ok: true, text };
+  } catch (error) {
+    return failure(error, JSON.stringify(file));
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+export interface SectionLogSinkOptions {
+  /** The sink the sections go on to (the span sink), with their excerpt. */
+  inner: SectionSink;
+  mode: SectionLogMode;
+  maxBytes: number;
+  /** Told about each excerpt attached or lost. */
+  onOutcome: (outcome: SectionLogOutcome) => void;
+  logger: Logger;
+  /** Reads at once; more wait in a queue. Default 4. */
+  concurrency?: number;
+  /** Sections waiting for a read; beyond it a section goes on without excerpt (`dropped`). Default 1000. */
+  maxQueued?: number;
+  /** The reader; tests swap it. Default readLogExcerpt. */
+  read?: typeof readLogExcerpt;
+}
+
+const FAILED_RESULTS = new Set(['failed', 'errored', 'aborted']);
+/** Log the first of each outcome, then one in LOG_EVERY. */
+const LOG_EVERY = 1000;
+
+/**
+ * Attaches each selected section's log excerpt (`logExcerpt`) before it reaches `inner`: the one the source
+ * sent (the bridge), cut to `maxBytes`, or the tail read from the job's log file. A section that waits for
+ * its read reaches `inner` after later ones; its job's `jobFinished` waits for it, so the span sink still sees
+ * the job end last.
+ */
+export class SectionLogSink implements SectionSink {
+  private readonly concurrency: number;
+  private readonly maxQueued: number;
+  private readonly read: typeof readLogExcerpt;
+  private readonly queue: FinishedSection[] = [];
+  private running = 0;
+  /** Sections of a run (runId) queued or being read. */
+  private readonly pendingByRun = new Map<string, number>();
+  /** A run's jobFinished, held until its sections' reads are done. */
+  private readonly heldJobEnds = new Map<string, JobSummary>();
+  private idleWaiters: (() => void)[] = [];
+  private readonly logged = new Map<SectionLogOutcome, number>();
+
+  constructor(private readonly options: SectionLogSinkOptions) {
+    this.concurrency = options.concurrency ?? 4;
+    this.maxQueued = options.maxQueued ?? 1000;
+    this.read = options.read ?? readLogExcerpt;
+  }
+
+  sectionStarted(section: StartedSection): void {
+    this.options.inner.sectionStarted(section);
+  }
+
+  sectionFinished(section: FinishedSection): void {
+    const { inner, mode } = this.options;
+    if (!this.selected(section)) {
+      inner.sectionFinished(
+        section.logExcerpt === undefined ? section : { ...section, logExcerpt: undefined },
+      );
+      return;
+    }
+    if (section.logExcerpt !== undefined) {
+      this.options.onOutcome('forwarded');
+      inner.sectionFinished({
+        ...section,
+        logExcerpt: tailOfText(section.logExcerpt, this.options.maxBytes),
+      });
+      return;
+    }
+    if (mode === 'none' || section.logRange === undefined || section.job.runinfoDir === undefined) {
+      inner.sectionFinished(section);
+      return;
+    }
+    if (this.queue.length >= this.maxQueued) {
+      this.outcome('dropped', section, `${this.queue.length} sections wait for their log excerpt`);
+      inner.sectionFinished(section);
+      return;
+    }
+    const runId = section.job.runId;
+    this.pendingByRun.set(runId, (this.pendingByRun.get(runId) ?? 0) + 1);
+    this.queue.push(section);
+    this.pump();
+  }
+
+  jobFinished(summary: JobSummary): void {
+    if ((this.pendingByRun.get(summary.job.runId) ?? 0) > 0) this.heldJobEnds.set(summary.job.runId, summary);
+    else this.options.inner.jobFinished(summary);
+  }
+
+  /** Waits for every read under way, then flushes `inner`. */
+  async forceFlush(): Promise<void> {
+    await this.idle();
+    await this.options.inner.forceFlush?.();
+  }
+
+  async shutdown(): Promise<void> {
+    await this.idle();
+    await this.options.inner.shutdown?.();
+  }
+
+  private selected(section: FinishedSection): boolean {
+    switch (this.options.mode) {
+      case 'none':
+        return false;
+      case 'all':
+        return true;
+      case 'failed':
+        return FAILED_RESULTS.has(section.result.value);
+    }
+  }
+
+  private pump(): void {
+    while (this.running < this.concurrency && this.queue.length > 0) {
+      const section = this.queue.shift() as FinishedSection;
+      this.running += 1;
+      void this.attach(section).finally(() => {
+        this.running -= 1;
+        this.done(section.job.runId);
+        this.pump();
+      });
+    }
+  }
+
+  private async attach(section: FinishedSection): Promise<void> {
+    const range = section.logRange as LogRange;
+    let result: ExcerptResult;
+    try {
+      result = await this.read(section.job.runinfoDir as string, range, this.options.maxBytes);
+    } catch (error) {
+      result = { ok: false, outcome: 'unreadable', detail: String(error) };
+    }
+    if (result.ok) {
+      this.options.onOutcome('attached');
+      this.forward({ ...section, logExcerpt: result.text });
+    } else {
+      this.outcome(result.outcome, section, result.detail);
+      this.forward(section);
+    }
+  }
+
+  private forward(section: FinishedSection): void {
+    try {
+      this.options.inner.sectionFinished(section);
+    } catch (error) {
+      this.options.logger.error({ err: error, seq_num: section.seqNum }, 'span sink failed on a section');
+    }
+  }
+
+  private done(runId: string): void {
+    const left = (this.pendingByRun.get(runId) ?? 1) - 1;
+    if (left > 0) {
+      this.pendingByRun.set(runId, left);
+    } else {
+      this.pendingByRun.delete(runId);
+      const held = this.heldJobEnds.get(runId);
+      if (held !== undefined) {
+        this.heldJobEnds.delete(runId);
+        this.options.inner.jobFinished(held);
+      }
+    }
+    if (this.running === 0 && this.queue.length === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const wake of waiters) wake();
+    }
+  }
+
+  private idle(): Promise<void> {
+    if (this.running === 0 && this.queue.length === 0) return Promise.resolve();
+    return new Promise((wake) => this.idleWaiters.push(wake));
+  }
+
+  private outcome(outcome: SectionLogOutcome, section: FinishedSection, detail: string): void {
+    this.options.onOutcome(outcome);
+    const seen = (this.logged.get(outcome) ?? 0) + 1;
+    this.logged.set(outcome, seen);
+    if (seen === 1 || seen % LOG_EVERY === 0) {
+      this.options.logger.warn(
+        { outcome, job: section.job.jobName, seq_num: section.seqNum, file: section.logRange?.file, detail },
+        'section log excerpt not attached',
+      );
+    }
+  }
+}
