@@ -11,6 +11,7 @@ import sys
 import threading
 
 from .bridge import Bridge, default_stream_key
+from .logs import DEFAULT_MAX_BYTES, MODES
 
 TOKEN_ENV = 'PYATS_EXPORTER_TOKEN'
 
@@ -28,8 +29,14 @@ def parse_args(argv):
     p.add_argument('--wait-timeout', type=float, default=0,
                    help='give up if the reporter socket does not appear in this many seconds (0: wait forever)')
     p.add_argument('--drain-timeout', type=float, default=10.0, help='seconds to deliver the buffer at the end')
+    p.add_argument('--section-logs', default='failed', choices=list(MODES),
+                   help="whose log lines go with the event for their span (default failed)")
+    p.add_argument('--section-log-max-bytes', type=int, default=DEFAULT_MAX_BYTES,
+                   help='the most of a section\'s log lines sent, its tail (default %d)' % DEFAULT_MAX_BYTES)
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     args = p.parse_args(argv)
+    if args.section_log_max_bytes < 64:
+        p.error('--section-log-max-bytes must be at least 64')
     if args.buffer_size < 1 or args.batch_size < 1 or args.heartbeat <= 0:
         p.error('--buffer-size, --batch-size and --heartbeat must be positive')
     return args
@@ -47,7 +54,8 @@ def main(argv=None):
     try:
         bridge = Bridge(args.reporter_socket, args.target, token=token, stream=args.stream or default_stream_key(),
                         buffer_size=args.buffer_size, batch_size=args.batch_size, heartbeat=args.heartbeat,
-                        wait_timeout=args.wait_timeout or None)
+                        wait_timeout=args.wait_timeout or None, section_logs=args.section_logs,
+                        section_log_max_bytes=args.section_log_max_bytes)
     except ValueError as e:
         print('pyats_exporter_bridge: %s' % e, file=sys.stderr)
         return 2

@@ -12,7 +12,8 @@ import threading
 import time
 import uuid
 
-from .encode import encode_event
+from .encode import encode_event, to_json
+from .logs import DEFAULT_MAX_BYTES, read_excerpt, wants_excerpt
 from .forwarder import Forwarder
 from .transport import parse_target
 
@@ -53,8 +54,13 @@ def load_report_client():
 
 class Bridge:
     def __init__(self, reporter_socket, target, token=None, stream=None, buffer_size=10000, batch_size=500,
-                 heartbeat=30.0, wait_timeout=None, send_timeout=10.0, client_class=None):
+                 heartbeat=30.0, wait_timeout=None, send_timeout=10.0, client_class=None, section_logs='failed',
+                 section_log_max_bytes=DEFAULT_MAX_BYTES, runinfo=None):
         self.reporter_socket = reporter_socket
+        # The job's log files are relative to its runinfo directory, where reporter.sock is.
+        self.runinfo = runinfo or os.path.dirname(os.path.abspath(reporter_socket))
+        self.section_logs = section_logs
+        self.section_log_max_bytes = section_log_max_bytes
         self.stream = stream or default_stream_key()
         self.wait_timeout = wait_timeout
         self.client_class = client_class
@@ -196,10 +202,22 @@ class Bridge:
             await asyncio.sleep(0.1)
         return True
 
+    def _with_log_excerpt(self, event):
+        """The event with its section's log lines (`log_excerpt`) when the exporter wants them on the span."""
+        if not isinstance(event, dict) or self.section_logs == 'none':
+            return event
+        result = to_json(event.get('result'))
+        value = result.get('value') if isinstance(result, dict) else None
+        if not wants_excerpt(event, self.section_logs, value):
+            return event
+        excerpt = read_excerpt(self.runinfo, event['logs'], self.section_log_max_bytes)
+        return event if excerpt is None else dict(event, log_excerpt=excerpt)
+
     def _callback(self, event):
         # Called by ReportClient for each event. It is documented as an async callback: the work is done
         # right here and an already-finished future is returned, which works whether or not it is awaited.
         try:
+            event = self._with_log_excerpt(event)
             self.forwarder.submit(encode_event(event))
             self.events += 1
         except Exception:  # noqa: BLE001

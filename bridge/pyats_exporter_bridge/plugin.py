@@ -36,7 +36,7 @@ class ExporterBridgePlugin(BasePlugin):
 
     def __init__(self, *args, target=None, token=None, token_file=None, stream=None, reporter_socket=None,
                  buffer_size=10000, batch_size=500, heartbeat=30.0, linger=30.0, drain_timeout=10.0,
-                 wait_timeout=60.0, **kwargs):
+                 wait_timeout=60.0, section_logs='failed', section_log_max_bytes=4096, **kwargs):
         super().__init__(*args, **kwargs)
         self.bridge_target = target or os.environ.get(TARGET_ENV)
         self.bridge_token = token
@@ -44,7 +44,9 @@ class ExporterBridgePlugin(BasePlugin):
         self.bridge_stream = stream
         self.bridge_reporter_socket = reporter_socket
         self.bridge_options = {'buffer_size': int(buffer_size), 'batch_size': int(batch_size),
-                               'heartbeat': float(heartbeat), 'wait_timeout': float(wait_timeout)}
+                               'heartbeat': float(heartbeat), 'wait_timeout': float(wait_timeout),
+                               'section_logs': str(section_logs),
+                               'section_log_max_bytes': int(section_log_max_bytes)}
         self.bridge_linger = float(linger)
         self.bridge_drain_timeout = float(drain_timeout)
         self.bridge = None

@@ -338,5 +338,73 @@ class BridgeEndTest(unittest.TestCase):
         server.close()
 
 
+class FailingStepClient:
+    """A ReportClient whose job has one failed step that logged before failing, and one that passed."""
+
+    def __init__(self, path):
+        self.path = path
+
+    async def subscribe(self, callback):
+        await callback({'event': 'stop_section', 'type': 'Step', 'seq_num': 5, 'result': results.Failed,
+                        'logs': {'file': 'TaskLog.T', 'begin': 6, 'size': 30}})
+        await callback({'event': 'stop_section', 'type': 'Step', 'seq_num': 6, 'result': results.Passed,
+                        'logs': {'file': 'TaskLog.T', 'begin': 0, 'size': 6}})
+        await callback({'event': 'stop_section', 'type': 'Step', 'seq_num': 7, 'result': results.Errored,
+                        'logs': {'file': '../outside', 'begin': 0, 'size': 6}})
+
+
+class LogExcerptTest(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp()
+        self.runinfo = os.path.join(self.root, 'runinfo')
+        os.mkdir(self.runinfo)
+        with open(os.path.join(self.runinfo, 'TaskLog.T'), 'wb') as f:
+            f.write(b'start\nGi0/1 is down\nstep failed\n.\n')
+        with open(os.path.join(self.root, 'outside'), 'w') as f:
+            f.write('secret\n')
+
+    def test_reads_the_slice_confined_to_runinfo(self):
+        from pyats_exporter_bridge.logs import read_excerpt
+        logs = {'file': 'TaskLog.T', 'begin': 6, 'size': 26}
+        self.assertEqual(read_excerpt(self.runinfo, logs), 'Gi0/1 is down\nstep failed\n')
+        # The tail within the bound, from a line start.
+        self.assertEqual(read_excerpt(self.runinfo, logs, max_bytes=16), 'step failed\n')
+        os.symlink(os.path.join(self.root, 'outside'), os.path.join(self.runinfo, 'out'))
+        os.mkfifo(os.path.join(self.runinfo, 'fifo'))
+        for name in ('../outside', os.path.join(self.root, 'outside'), 'out', 'fifo', 'gone', 'a\0b'):
+            self.assertIsNone(read_excerpt(self.runinfo, {'file': name, 'begin': 0, 'size': 6}), name)
+        self.assertIsNone(read_excerpt(self.runinfo, {'file': 'TaskLog.T', 'begin': -1, 'size': 6}))
+        self.assertIsNone(read_excerpt(self.runinfo, {'file': 'TaskLog.T', 'begin': 500, 'size': 6}))
+
+    def test_a_sparse_10_gb_file_is_read_only_to_the_bound(self):
+        from pyats_exporter_bridge.logs import read_excerpt
+        path = os.path.join(self.runinfo, 'TaskLog.Huge')
+        with open(path, 'wb') as f:
+            f.truncate(10 * 1024 ** 3 - 12)
+            f.seek(10 * 1024 ** 3 - 12)
+            f.write(b'\nlast line.\n')
+        self.assertEqual(read_excerpt(self.runinfo, {'file': 'TaskLog.Huge', 'begin': 0, 'size': 2 ** 50},
+                                      max_bytes=11), 'last line.\n')
+
+    def test_the_bridge_sends_failed_sections_their_excerpt(self):
+        from pyats_exporter_bridge.bridge import Bridge
+        ingest = os.path.join(self.root, 'ingest.sock')
+        reporter = os.path.join(self.runinfo, 'reporter.sock')
+        open(reporter, 'w').close()
+        server = UnixServer(ingest)
+        bridge = Bridge(reporter, 'unix:' + ingest, stream='job-1', client_class=FailingStepClient)
+        bridge.start()
+        self.assertTrue(bridge.wait(10))
+        bridge.stop(5)
+        wait_for(lambda: server.connections and any('"end"' in line for line in server.lines(0)))
+        events = [json.loads(line) for line in server.lines(0) if '"seq_num"' in line]
+        server.close()
+        self.assertEqual([e['seq_num'] for e in events], [5, 6, 7])
+        # The file ends before the slice does: what is there is sent.
+        self.assertEqual(events[0]['log_excerpt'], 'Gi0/1 is down\nstep failed\n.\n')
+        self.assertNotIn('log_excerpt', events[1])
+        self.assertNotIn('log_excerpt', events[2])
+
+
 if __name__ == '__main__':
     unittest.main()

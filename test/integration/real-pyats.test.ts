@@ -277,6 +277,10 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
 
     const nativeKeys = native.receiver.spans.map(spanKey).sort();
     expect(viaBridge.receiver.spans.map(spanKey).sort()).toEqual(nativeKeys);
+    // Failed sections carry their log lines both ways: read by the exporter, and sent by the bridge.
+    const nativeExcerpts = expectLogExcerpts(native.receiver.spans, real);
+    expect(nativeExcerpts.size).toBeGreaterThan(0);
+    expect(expectLogExcerpts(viaBridge.receiver.spans, real)).toEqual(nativeExcerpts);
     expect(metricTotals(await viaBridge.exporter.scrape())).toEqual(resultTotals(results));
 
     expect(await replayedSpanKeys(real)).toEqual(nativeKeys);
