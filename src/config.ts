@@ -19,6 +19,8 @@ import {
   type TracingOptions,
   DEFAULT_SECTION_LOG_MAX_BYTES,
   SECTION_LOG_MODES,
+  logsOptionsFromEnv,
+  type LogsOptions,
   type SectionLogMode,
 } from './telemetry/index.js';
 
@@ -86,6 +88,8 @@ export interface ExporterConfig {
   /** `--pushgateway URL` and `--pushgateway-instance NAME`: push each job's series when it ends. */
   pushgateway?: { url: string; instance: string };
   tracing: TracingOptions;
+  /** OTEL_LOGS_EXPORTER and friends: sections' log lines as OTLP log records (opt-in). */
+  logs: LogsOptions;
   demo: { testcases: number; eventDelayMs: number; loop: boolean; seed: number };
 }
 
@@ -238,7 +242,8 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
 Traces follow the standard OpenTelemetry variables: OTEL_TRACES_EXPORTER (otlp | console | none),
 OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
 (http/protobuf | http/json | grpc), OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME,
-OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*.
+OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*. OTEL_LOGS_EXPORTER=otlp also sends the log lines of --section-logs
+sections as OTLP log records with their span's ids (OTEL_EXPORTER_OTLP_LOGS_*, OTEL_BLRP_*).
 `;
 
 // Flags of earlier versions whose meaning is gone: say why instead of "unknown option".
@@ -408,6 +413,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
           },
         }),
     tracing: withOrigin('OTEL_* environment', () => tracingOptionsFromEnv(env)),
+    logs: withOrigin('OTEL_* environment', () => logsOptionsFromEnv(env)),
     demo: {
       testcases: integer('demo-testcases', 6, 1, 100_000),
       eventDelayMs: integer('demo-event-delay-ms', 150, 0, 60_000),

@@ -24,7 +24,9 @@ import {
 import {
   ExporterHealth,
   JobLogSink,
+  LogRecordSink,
   SectionLogSink,
+  createLogRecordPipeline,
   registerProcessMetrics,
   MetricsSink,
   PushgatewayPublisher,
@@ -89,16 +91,34 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
     },
     logger,
   );
+  const logPipeline = createLogRecordPipeline(
+    config.logs,
+    baseResource(config.tracing, VERSION),
+    VERSION,
+    {
+      exported: (n) => health.logRecordsExported(n),
+      dropped: (n, reason) => health.logRecordsDropped(n, reason),
+    },
+    logger.child({ component: 'log-records' }),
+  );
+  // Spans and log records both take the sections' log excerpts, read once for both.
+  const excerptSinks: SectionSink[] = [];
   if (spanPipeline) {
-    const spanSink = new SpanSink({
-      processor: spanPipeline.processor,
-      resource: baseResource(config.tracing, VERSION),
-      maxAttributeLength: config.maxAttributeLength,
-      scopeVersion: VERSION,
-    });
+    excerptSinks.push(
+      new SpanSink({
+        processor: spanPipeline.processor,
+        resource: baseResource(config.tracing, VERSION),
+        maxAttributeLength: config.maxAttributeLength,
+        scopeVersion: VERSION,
+      }),
+    );
+  }
+  if (logPipeline) excerptSinks.push(new LogRecordSink(logPipeline, config.maxAttributeLength));
+  if (excerptSinks.length > 0) {
     sinks.push(
       new SectionLogSink({
-        inner: spanSink,
+        inner:
+          excerptSinks.length === 1 ? (excerptSinks[0] as SectionSink) : new SinkFanout(excerptSinks, logger),
         mode: config.sectionLogs.mode,
         maxBytes: config.sectionLogs.maxBytes,
         onOutcome: (outcome) => health.sectionLog(outcome),

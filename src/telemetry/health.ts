@@ -2,6 +2,7 @@
 // opt-in Node.js process metrics. Sources and the span sink call these methods; they never throw.
 import { collectDefaultMetrics, Counter, Gauge, type Registry } from 'prom-client';
 import { REJECT_REASONS } from '../events/index.js';
+import { LOG_RECORD_DROP_REASONS } from './log-records.js';
 import { SECTION_LOG_OUTCOMES, type SectionLogOutcome } from './section-logs.js';
 
 /** Why spans were lost; each is pre-created at 0 so `rate()` alerts work from the first scrape. */
@@ -25,6 +26,8 @@ export class ExporterHealth {
   private readonly spansExportedTotal: Counter;
   private readonly spansDroppedTotal: Counter<'reason'>;
   private readonly sectionLogsTotal: Counter<'outcome'>;
+  private readonly logRecordsExportedTotal: Counter;
+  private readonly logRecordsDroppedTotal: Counter<'reason'>;
   /** Open connections per socket path, so `reporter_up` stays 1 until the last of them closes. */
   private readonly openBySocket = new Map<string, number>();
   /**
@@ -118,6 +121,18 @@ export class ExporterHealth {
       registers,
     });
     for (const outcome of SECTION_LOG_OUTCOMES) this.sectionLogsTotal.inc({ outcome }, 0);
+    this.logRecordsExportedTotal = new Counter({
+      name: 'pyats_exporter_log_records_exported_total',
+      help: "Log records (sections' log lines, OTEL_LOGS_EXPORTER) handed to the log exporter successfully.",
+      registers,
+    });
+    this.logRecordsDroppedTotal = new Counter({
+      name: 'pyats_exporter_log_records_dropped_total',
+      help: 'Log records lost before reaching the logs backend, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of LOG_RECORD_DROP_REASONS) this.logRecordsDroppedTotal.inc({ reason }, 0);
 
     const buildInfo = new Gauge({
       name: 'pyats_exporter_build_info',
@@ -181,6 +196,14 @@ export class ExporterHealth {
 
   spansExported(count: number): void {
     if (Number.isFinite(count) && count > 0) this.spansExportedTotal.inc(count);
+  }
+
+  logRecordsExported(count: number): void {
+    if (Number.isFinite(count) && count > 0) this.logRecordsExportedTotal.inc(count);
+  }
+
+  logRecordsDropped(count: number, reason: string): void {
+    if (Number.isFinite(count) && count > 0) this.logRecordsDroppedTotal.inc({ reason }, count);
   }
 
   /** A section's log excerpt was attached to its span, or could not be (why). */

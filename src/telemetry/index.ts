@@ -16,6 +16,13 @@ export {
   type SectionLogOutcome,
 } from './section-logs.js';
 export {
+  LOG_RECORD_DROP_REASONS,
+  LogRecordSink,
+  createLogRecordPipeline,
+  logsOptionsFromEnv,
+  type LogsOptions,
+} from './log-records.js';
+export {
   TracingConfigError,
   baseResource,
   createSpanPipeline,

@@ -77,6 +77,23 @@ export function tailOfText(text: string, maxBytes: number): string {
   return bytes.length <= maxBytes ? text : tailOnLineBoundary(bytes, maxBytes);
 }
 
+/** Runinfo directories' real paths: one realpath per job, not per section. */
+const realRoots = new Map<string, string>();
+const MAX_REAL_ROOTS = 256;
+
+async function realRootOf(root: string): Promise<string> {
+  const known = realRoots.get(root);
+  if (known !== undefined) return known;
+  const real = await realpath(root);
+  if (realRoots.size >= MAX_REAL_ROOTS) realRoots.delete(realRoots.keys().next().value as string);
+  realRoots.set(root, real);
+  return real;
+}
+
+function openNoFollow(path: string) {
+  return open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
+}
+
 /**
  * Reads the tail (at most `maxBytes`, cut on a line boundary) of bytes `range.begin`…`range.begin+size` of
  * `range.file`, a path relative to (or absolute inside) `root`. Refuses a path that leaves `root`, also through a
@@ -92,11 +109,15 @@ export async function readLogExcerpt(
   if (file.includes('\0')) return { ok: false, outcome: 'refused', detail: 'the path has a NUL byte' };
   let realRoot: string;
   try {
-    realRoot = await realpath(root);
+    realRoot = await realRootOf(root);
   } catch (error) {
     return failure(error, 'runinfo directory');
   }
-  const target = resolve(realRoot, file);
+  // An absolute path may name runinfo by the path the job used (through the `<job>` symlink, say).
+  const target =
+    isAbsolute(file) && isWithin(resolve(root), resolve(file))
+      ? resolve(realRoot, relative(resolve(root), resolve(file)))
+      : resolve(realRoot, file);
   if (!isWithin(realRoot, target)) {
     return {
       ok: false,
@@ -104,27 +125,25 @@ export async function readLogExcerpt(
       detail: `${JSON.stringify(file)} is outside the runinfo directory`,
     };
   }
-  let realTarget: string;
-  try {
-    realTarget = await realpath(target);
-  } catch (error) {
-    return failure(error, JSON.stringify(file));
-  }
-  if (!isWithin(realRoot, realTarget)) {
-    return {
-      ok: false,
-      outcome: 'refused',
-      detail: `${JSON.stringify(file)} leads outside the runinfo directory`,
-    };
-  }
   let handle;
   try {
-    handle = await open(
-      realTarget,
-      constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY,
-    );
+    handle = await openNoFollow(target);
   } catch (error) {
-    return failure(error, JSON.stringify(file));
+    if (errorCode(error) !== 'ELOOP') return failure(error, JSON.stringify(file));
+    // The file itself is a symlink: followed only where it stays inside runinfo.
+    try {
+      const real = await realpath(target);
+      if (!isWithin(realRoot, real)) {
+        return {
+          ok: false,
+          outcome: 'refused',
+          detail: `${JSON.stringify(file)} leads outside the runinfo directory`,
+        };
+      }
+      handle = await openNoFollow(real);
+    } catch (again) {
+      return failure(again, JSON.stringify(file));
+    }
   }
   try {
     let stats: Stats;
@@ -136,9 +155,11 @@ export async function readLogExcerpt(
     if (!stats.isFile()) {
       return { ok: false, outcome: 'refused', detail: `${JSON.stringify(file)} is not a regular file` };
     }
-    // A directory on the way may have been swapped for a symlink since realpath: ask the kernel what was opened.
-    const opened = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
-    if (opened !== undefined && !isWithin(realRoot, opened)) {
+    // A directory on the way may be a symlink out (or swapped for one): the kernel says what was opened.
+    const opened =
+      (await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined)) ??
+      (await realpath(target).catch(() => target));
+    if (!isWithin(realRoot, opened)) {
       return {
         ok: false,
         outcome: 'refused',
@@ -183,7 +204,7 @@ export interface SectionLogSinkOptions {
   logger: Logger;
   /** Reads at once; more wait in a queue. Default 4. */
   concurrency?: number;
-  /** Sections waiting for a read; beyond it a section goes on without excerpt (`dropped`). Default 1000. */
+  /** Sections waiting for their excerpt (reads under way included); beyond it a section goes on without (`dropped`). Default 1000. */
   maxQueued?: number;
   /** The reader; tests swap it. Default readLogExcerpt. */
   read?: typeof readLogExcerpt;
@@ -193,17 +214,26 @@ const FAILED_RESULTS = new Set(['failed', 'errored', 'aborted']);
 /** Log the first of each outcome, then one in LOG_EVERY. */
 const LOG_EVERY = 1000;
 
+/** A section waiting for its excerpt; `out` is what goes on once it is read. */
+interface Entry {
+  section: FinishedSection;
+  out?: FinishedSection;
+}
+
 /**
  * Attaches each selected section's log excerpt (`logExcerpt`) before it reaches `inner`: the one the source
- * sent (the bridge), cut to `maxBytes`, or the tail read from the job's log file. A section that waits for
- * its read reaches `inner` after later ones; its job's `jobFinished` waits for it, so the span sink still sees
- * the job end last.
+ * sent (the bridge), cut to `maxBytes`, or the tail read from the job's log file. Sections that wait for a
+ * read go on in the order they came (children before parents, which the log record sink relies on); others
+ * go on at once. A job's `jobFinished` waits for its sections, so `inner` still sees the job end last.
  */
 export class SectionLogSink implements SectionSink {
   private readonly concurrency: number;
   private readonly maxQueued: number;
   private readonly read: typeof readLogExcerpt;
-  private readonly queue: FinishedSection[] = [];
+  /** Entries not forwarded yet, in arrival order. */
+  private readonly order: Entry[] = [];
+  /** Entries whose read has not started. */
+  private readonly queue: Entry[] = [];
   private running = 0;
   /** Sections of a run (runId) queued or being read. */
   private readonly pendingByRun = new Map<string, number>();
@@ -242,14 +272,16 @@ export class SectionLogSink implements SectionSink {
       inner.sectionFinished(section);
       return;
     }
-    if (this.queue.length >= this.maxQueued) {
-      this.outcome('dropped', section, `${this.queue.length} sections wait for their log excerpt`);
+    if (this.order.length >= this.maxQueued) {
+      this.outcome('dropped', section, `${this.order.length} sections wait for their log excerpt`);
       inner.sectionFinished(section);
       return;
     }
     const runId = section.job.runId;
     this.pendingByRun.set(runId, (this.pendingByRun.get(runId) ?? 0) + 1);
-    this.queue.push(section);
+    const entry: Entry = { section };
+    this.order.push(entry);
+    this.queue.push(entry);
     this.pump();
   }
 
@@ -282,17 +314,18 @@ export class SectionLogSink implements SectionSink {
 
   private pump(): void {
     while (this.running < this.concurrency && this.queue.length > 0) {
-      const section = this.queue.shift() as FinishedSection;
+      const entry = this.queue.shift() as Entry;
       this.running += 1;
-      void this.attach(section).finally(() => {
+      void this.attach(entry).finally(() => {
         this.running -= 1;
-        this.done(section.job.runId);
+        this.release();
         this.pump();
       });
     }
   }
 
-  private async attach(section: FinishedSection): Promise<void> {
+  private async attach(entry: Entry): Promise<void> {
+    const section = entry.section;
     const range = section.logRange as LogRange;
     let result: ExcerptResult;
     try {
@@ -302,10 +335,24 @@ export class SectionLogSink implements SectionSink {
     }
     if (result.ok) {
       this.options.onOutcome('attached');
-      this.forward({ ...section, logExcerpt: result.text });
+      entry.out = { ...section, logExcerpt: result.text };
     } else {
       this.outcome(result.outcome, section, result.detail);
-      this.forward(section);
+      entry.out = section;
+    }
+  }
+
+  /** Forwards the read entries at the head of the order. */
+  private release(): void {
+    while (this.order.length > 0 && this.order[0]?.out !== undefined) {
+      const out = (this.order.shift() as Entry).out as FinishedSection;
+      this.forward(out);
+      this.done(out.job.runId);
+    }
+    if (this.order.length === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const wake of waiters) wake();
     }
   }
 
@@ -329,15 +376,10 @@ export class SectionLogSink implements SectionSink {
         this.options.inner.jobFinished(held);
       }
     }
-    if (this.running === 0 && this.queue.length === 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const wake of waiters) wake();
-    }
   }
 
   private idle(): Promise<void> {
-    if (this.running === 0 && this.queue.length === 0) return Promise.resolve();
+    if (this.order.length === 0) return Promise.resolve();
     return new Promise((wake) => this.idleWaiters.push(wake));
   }
 

@@ -46,6 +46,20 @@ export interface DecodedSpan {
   scopeVersion: string;
 }
 
+/** A LogRecord as OTLP logs carry it (a section's log line, with its span's ids). */
+export interface DecodedLogRecord {
+  timeUnixNano: bigint;
+  severityNumber: number;
+  severityText: string;
+  body: AttributeValue;
+  attributes: Record<string, AttributeValue>;
+  /** Hex; '' when the record names no trace. */
+  traceId: string;
+  spanId: string;
+  resource: Record<string, AttributeValue>;
+  scope: string;
+}
+
 export interface ReceivedRequest {
   contentType: string;
   contentEncoding: string;
@@ -61,10 +75,13 @@ export interface OtlpReceiver {
   url: string;
   /** Spans of accepted (2xx) requests, in arrival order. */
   spans: DecodedSpan[];
+  /** Log records of accepted requests to `/v1/logs`, in arrival order. */
+  logs: DecodedLogRecord[];
   /** Number of export requests received so far (any status). */
   readonly requests: number;
   requestLog: ReceivedRequest[];
   waitForSpans(n: number, timeoutMs?: number): Promise<DecodedSpan[]>;
+  waitForLogs(n: number, timeoutMs?: number): Promise<DecodedLogRecord[]>;
   waitForRequests(n: number, timeoutMs?: number): Promise<void>;
   setStatus(status: StatusRule): void;
   close(): Promise<void>;
@@ -408,6 +425,77 @@ export function decodeExportTraceServiceRequest(bytes: Uint8Array): DecodedSpan[
   return out;
 }
 
+// logs.proto LogRecord: 1 time_unix_nano (fixed64), 2 severity_number, 3 severity_text, 5 body (AnyValue),
+// 6 attributes, 7 dropped_attributes_count, 8 flags (fixed32), 9 trace_id, 10 span_id,
+// 11 observed_time_unix_nano (fixed64), 12 event_name.
+function decodeLogRecord(bytes: Uint8Array): Omit<DecodedLogRecord, 'resource' | 'scope'> {
+  const record = {
+    timeUnixNano: 0n,
+    severityNumber: 0,
+    severityText: '',
+    body: '' as AttributeValue,
+    attributes: {} as Record<string, AttributeValue>,
+    traceId: '',
+    spanId: '',
+  };
+  readMessage(
+    bytes,
+    'LogRecord',
+    {
+      1: WIRE_FIXED64,
+      2: WIRE_VARINT,
+      3: WIRE_LEN,
+      5: WIRE_LEN,
+      6: WIRE_LEN,
+      7: WIRE_VARINT,
+      8: WIRE_FIXED32,
+      9: WIRE_LEN,
+      10: WIRE_LEN,
+      11: WIRE_FIXED64,
+      12: WIRE_LEN,
+    },
+    (field, r) => {
+      if (field === 1) record.timeUnixNano = r.fixed64();
+      else if (field === 2) record.severityNumber = Number(r.varint());
+      else if (field === 3) record.severityText = r.string();
+      else if (field === 5) record.body = decodeAnyValue(r.bytes());
+      else if (field === 6) decodeKeyValue(r.bytes(), record.attributes);
+      else if (field === 9) record.traceId = hex(r.bytes());
+      else if (field === 10) record.spanId = hex(r.bytes());
+      else if (field === 8) r.fixed32();
+      else if (field === 11) r.fixed64();
+      else if (field === 12) r.bytes();
+      else r.varint();
+    },
+  );
+  return record;
+}
+
+/** logs_service.proto ExportLogsServiceRequest: 1 resource_logs {1 resource, 2 scope_logs {1 scope, 2 log_records}}. */
+export function decodeExportLogsServiceRequest(bytes: Uint8Array): DecodedLogRecord[] {
+  const out: DecodedLogRecord[] = [];
+  readMessage(bytes, 'ExportLogsServiceRequest', { 1: WIRE_LEN }, (_f, r) => {
+    let resource: Record<string, AttributeValue> = {};
+    const scopes: Uint8Array[] = [];
+    readMessage(r.bytes(), 'ResourceLogs', { 1: WIRE_LEN, 2: WIRE_LEN, 3: WIRE_LEN }, (field, rr) => {
+      if (field === 1) resource = decodeResource(rr.bytes());
+      else if (field === 2) scopes.push(rr.bytes());
+      else rr.bytes();
+    });
+    for (const scopeLogs of scopes) {
+      let scope = '';
+      const records: Omit<DecodedLogRecord, 'resource' | 'scope'>[] = [];
+      readMessage(scopeLogs, 'ScopeLogs', { 1: WIRE_LEN, 2: WIRE_LEN, 3: WIRE_LEN }, (field, rr) => {
+        if (field === 1) scope = decodeScope(rr.bytes()).name;
+        else if (field === 2) records.push(decodeLogRecord(rr.bytes()));
+        else rr.bytes();
+      });
+      for (const record of records) out.push({ ...record, resource, scope });
+    }
+  });
+  return out;
+}
+
 // ---- OTLP/JSON ---------------------------------------------------------------------------------------
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -513,6 +601,7 @@ export function decodeJsonExportTraceServiceRequest(body: string): DecodedSpan[]
 
 class SpanStore {
   readonly spans: DecodedSpan[] = [];
+  readonly logs: DecodedLogRecord[] = [];
   readonly requestLog: ReceivedRequest[] = [];
   private waiters: Array<() => void> = [];
 
@@ -551,6 +640,14 @@ class SpanStore {
     ).then(() => this.spans);
   }
 
+  waitForLogs(n: number, timeoutMs: number): Promise<DecodedLogRecord[]> {
+    return this.waitFor(
+      () => this.logs.length >= n,
+      () => `${n} log records (have ${this.logs.length})`,
+      timeoutMs,
+    ).then(() => this.logs);
+  }
+
   waitForRequests(n: number, timeoutMs: number): Promise<void> {
     return this.waitFor(
       () => this.requestLog.length >= n,
@@ -577,6 +674,21 @@ export async function startOtlpReceiver(
   let statusRule: StatusRule = opts.status ?? 200;
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (req.method === 'POST' && req.url === '/v1/logs') {
+      const raw = await readBody(req);
+      const encoding = req.headers['content-encoding'] ?? '';
+      const body = encoding === 'gzip' ? gunzipSync(raw) : raw;
+      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
+      if (type !== 'application/x-protobuf')
+        throw new Error(`unexpected logs content-type ${JSON.stringify(type)}`);
+      store.logs.push(...decodeExportLogsServiceRequest(body));
+      store.record(
+        { contentType: type, contentEncoding: encoding, headers: req.headers, status: 200, spanCount: 0 },
+        [],
+      );
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      return;
+    }
     if (req.method !== 'POST' || req.url !== '/v1/traces') {
       res.writeHead(404).end();
       return;
@@ -619,11 +731,13 @@ export async function startOtlpReceiver(
   return {
     url: `http://127.0.0.1:${port}`,
     spans: store.spans,
+    logs: store.logs,
     get requests() {
       return store.requestLog.length;
     },
     requestLog: store.requestLog,
     waitForSpans: (n, timeoutMs = 10_000) => store.waitForSpans(n, timeoutMs),
+    waitForLogs: (n, timeoutMs = 10_000) => store.waitForLogs(n, timeoutMs),
     waitForRequests: (n, timeoutMs = 10_000) => store.waitForRequests(n, timeoutMs),
     setStatus: (status) => {
       statusRule = status;

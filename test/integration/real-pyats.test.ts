@@ -52,6 +52,7 @@ function tempDir(): string {
 
 async function exporterWithReceiver(
   args: string[],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ exporter: ExporterProcess; receiver: OtlpReceiver }> {
   const receiver = await startOtlpReceiver();
   cleanups.push(() => receiver.close());
@@ -59,6 +60,8 @@ async function exporterWithReceiver(
     OTEL_TRACES_EXPORTER: 'otlp',
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
     OTEL_BSP_SCHEDULE_DELAY: '100',
+    OTEL_BLRP_SCHEDULE_DELAY: '100',
+    ...env,
   });
   cleanups.push(() => exporter.stop());
   return { exporter, receiver };
@@ -296,11 +299,10 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
       const dir = tempDir();
       const go = join(dir, 'go');
       const real = job(join(FIXTURES, 'job.py'), { PYATS_WAIT_FOR: go });
-      const { exporter, receiver } = await exporterWithReceiver([
-        '--reporter-socket',
-        await real.socket(),
-        ...(decodeThread ? ['--decode-thread'] : []),
-      ]);
+      const { exporter, receiver } = await exporterWithReceiver(
+        ['--reporter-socket', await real.socket(), ...(decodeThread ? ['--decode-thread'] : [])],
+        { OTEL_LOGS_EXPORTER: 'otlp' },
+      );
       await exporter.waitForLog((l) => l.msg === 'subscribed to reporter', 30_000);
       writeFileSync(go, '');
       expect(await real.exited, real.output()).toBe(1);
@@ -324,6 +326,25 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
           outcome: 'attached',
         }),
       ).toBe(excerpts.size);
+
+      // OTLP logs: every excerpt line once, as a record of the innermost failed section that has it.
+      const lines = new Set([...excerpts.values()].flatMap((e) => e.split('\n').filter((l) => l !== '')));
+      const records = await receiver.waitForLogs(lines.size, 30_000);
+      expect(records.map((r) => r.body).sort()).toEqual([...lines].sort());
+      const spanById = new Map(receiver.spans.map((s) => [s.spanId, s]));
+      for (const record of records) {
+        const span = spanById.get(record.spanId);
+        expect(span?.traceId, String(record.body)).toBe(record.traceId);
+        expect(String(span?.events[0]?.attributes['pyats.section.log'])).toContain(String(record.body));
+      }
+      const down = records.find((r) => String(r.body).includes('interface Gi0/1 is down'));
+      expect(spanById.get(down?.spanId ?? '')?.attributes['pyats.section.fullid']).toBe(
+        'RealTask.TcFail.test_steps.STEP 1.STEP 1.1',
+      );
+      expect(down).toMatchObject({ severityText: 'ERROR', severityNumber: 17 });
+      expect(sumOf(parseMetrics(await exporter.scrape()), 'pyats_exporter_log_records_exported_total')).toBe(
+        records.length,
+      );
 
       expect(await replayedSpanKeys(real)).toEqual(receiver.spans.map(spanKey).sort());
       expect(exporter.logs.filter((l) => l.level >= 40)).toEqual([]);

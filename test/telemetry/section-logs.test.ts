@@ -315,9 +315,9 @@ describe('SectionLogSink', () => {
     for (let seq = 2; seq < 12; seq += 1) sink.sectionFinished(section(job, seq, 'failed'));
     await sink.forceFlush();
     expect(inner.sections).toHaveLength(10);
-    // Four reads run at once and two wait; the other four sections went on without an excerpt.
-    expect(outcomes.filter((o) => o === 'attached')).toHaveLength(6);
-    expect(outcomes.filter((o) => o === 'dropped')).toHaveLength(4);
+    // Two sections may wait for their excerpt (reads under way included); the rest went on without one.
+    expect(outcomes.filter((o) => o === 'attached')).toHaveLength(2);
+    expect(outcomes.filter((o) => o === 'dropped')).toHaveLength(8);
   });
 });
 
