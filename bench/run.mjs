@@ -2,9 +2,12 @@
 // The benchmark (issue 6): on one generated pyATS stream sent over a real Unix socket, measures events/s of
 // the floor (FrameReader + unpickle only), the pipeline (the real daemon: decode, normalize, track, metrics,
 // spans over OTLP/HTTP to a discarding receiver) and the peer (a CPython prometheus_client subscriber);
-// then /metrics latency under ingest, and events/s and RSS from 10k to 1M sections.
-// Usage: npm run bench [-- --quick] [--rounds N] [--profile] [--skip peer,scrape,scale] [--dist DIR]
+// then /metrics latency under ingest, and events/s and RSS from 10k to 1M sections; last, the end-to-end
+// benchmark of the CLI (e2e.mjs, its own report), given the same --quick / --rounds / --profile / --dist.
+// Usage: npm run bench [-- --quick] [--rounds N] [--profile] [--skip peer,scrape,scale,e2e] [--dist DIR]
 //        [--exporter-node-options '--max-semi-space-size=32']
+//        --skip e2e-NAME passes --skip NAME to e2e.mjs (e2e-peers, e2e-decode, e2e-streams, e2e-decode-thread);
+//        --skip peer also skips e2e's peers.
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
@@ -576,11 +579,35 @@ function report({ main, results, scrape, scaled, profile, received }) {
   writeFileSync(join(OUT, 'last-run.json'), JSON.stringify({ main, results, scrape, scaled }, null, 1));
 }
 
-main().catch((error) => {
-  process.stderr.write(`bench: ${error.stack ?? error}\n`);
-  for (const child of children) {
-    if (child.stderrTail)
-      process.stderr.write(`--- ${child.spawnargs.slice(1).join(' ')}\n${child.stderrTail}\n`);
-  }
-  process.exit(1);
-});
+/** The end-to-end benchmark (e2e.mjs) in a process of its own, after everything above has stopped. */
+function runE2e() {
+  const e2eSkips = [...skip].filter((name) => name.startsWith('e2e-')).map((name) => name.slice(4));
+  if (skip.has('peer')) e2eSkips.push('peers');
+  const args = [
+    join(BENCH, 'e2e.mjs'),
+    '--dist',
+    DIST_DIR,
+    ...(quick ? ['--quick'] : []),
+    ...(opts.rounds ? ['--rounds', opts.rounds] : []),
+    ...(opts.profile ? ['--profile'] : []),
+    ...(e2eSkips.length ? ['--skip', e2eSkips.join(',')] : []),
+    ...(opts['exporter-node-options'] ? [`--exporter-node-options=${opts['exporter-node-options']}`] : []),
+  ];
+  log('');
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: 'inherit' });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`e2e.mjs exited ${code}`))));
+  });
+}
+
+main()
+  .then(() => (skip.has('e2e') ? undefined : runE2e()))
+  .catch((error) => {
+    process.stderr.write(`bench: ${error.stack ?? error}\n`);
+    for (const child of children) {
+      if (child.stderrTail)
+        process.stderr.write(`--- ${child.spawnargs.slice(1).join(' ')}\n${child.stderrTail}\n`);
+    }
+    process.exit(1);
+  });

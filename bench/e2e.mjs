@@ -1,0 +1,658 @@
+#!/usr/bin/env node
+// The end-to-end benchmark (issue 11): the built CLI measured as a new user runs it. A reporter stand-in
+// (lib/sender.mjs) serves a pre-generated burst of a pyATS job (CPython-pickled events from gen_stream.py) on a
+// Unix socket; `node dist/cli.js --reporter-socket SOCK --listen 127.0.0.1:PORT` is started as a child process
+// and timed from its start until /metrics counts every testcase result, minus the same for a 1-testcase job
+// (start-up cancels out). Three trace configurations, two Python peers on the same stream, the exporter's RSS
+// after the burst, and 1 / 2 / N concurrent streams (`--watch DIR`, with and without `--decode-thread`).
+// Usage: node bench/e2e.mjs [--quick] [--rounds N] [--profile] [--skip peers,decode,streams,decode-thread]
+//        [--dist DIR] [--exporter-node-options '...']     (npm run bench runs it last; --skip e2e there)
+import { fork, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { formatProfile, summarizeProfile } from './lib/profile.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BENCH = join(ROOT, 'bench');
+const OUT = join(BENCH, 'out');
+const LIB = join(BENCH, 'lib');
+const GENERATOR = join(BENCH, 'gen_stream.py');
+// Debian's python, which has python3-prometheus-client; a pyenv python3 first on PATH usually does not.
+const SYSTEM_PYTHON = '/usr/bin/python3';
+const RUN_TIMEOUT_MS = 300_000;
+/** The counter whose total says every testcase result arrived (Testcase, CommonSetup, CommonCleanup). */
+const RESULTS_METRIC = 'pyats_testcase_results_total';
+const TESTCASE_TYPES = ['Testcase', 'CommonSetup', 'CommonCleanup'];
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    skip: { type: 'string', default: '' },
+    dist: { type: 'string' },
+    'exporter-node-options': { type: 'string' },
+  },
+});
+const DIST_DIR = opts.dist ? resolve(opts.dist) : join(ROOT, 'dist');
+const CLI = join(DIST_DIR, 'cli.js');
+process.env.BENCH_DIST = DIST_DIR;
+const quick = opts.quick;
+const rounds = Number(opts.rounds ?? 3);
+const skip = new Set(opts.skip.split(',').filter(Boolean));
+const TESTCASES = quick ? 2_000 : 20_000;
+const CORES = cpus().length;
+const STREAM_COUNTS = [1, 2, ...(CORES > 2 ? [CORES] : [])];
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+const log = (line) => process.stdout.write(`${line}\n`);
+const progress = (line) => process.stderr.write(`· e2e: ${line}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const now = () => process.hrtime.bigint();
+const seconds = (t0, t1) => Number(t1 - t0) / 1e9;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const fmtRate = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
+const fmtInt = (n) => n.toLocaleString('en-US');
+const mb = (kb) => `${(kb / 1024).toFixed(0)} MB`;
+const mark = (ok) => (ok ? 'met' : 'MISSED');
+
+// ---- child processes --------------------------------------------------------------------------------------
+
+/** Every child started, so a failure can show what each said on stderr and none is left behind. */
+const children = new Set();
+
+function track(child) {
+  children.add(child);
+  child.stderrTail = '';
+  child.stderr
+    ?.setEncoding('utf8')
+    .on('data', (text) => (child.stderrTail = (child.stderrTail + text).slice(-4000)));
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+function nextMessage(child, kind, timeoutMs = RUN_TIMEOUT_MS) {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    const onMessage = (message) => {
+      if (message.kind === kind) {
+        cleanup();
+        resolve(message);
+      } else if (message.kind === 'error') {
+        cleanup();
+        reject(new Error(`${child.spawnargs.join(' ')}: ${message.message}`));
+      }
+    };
+    const onExit = (code) => {
+      cleanup();
+      reject(new Error(`child exited (${code}) before "${kind}":\n${child.stderrTail}`));
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out waiting for "${kind}"`));
+    }, timeoutMs);
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+function forkLib(script, args = []) {
+  return track(fork(join(LIB, script), args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] }));
+}
+
+/** Stops a forked helper (IPC `stop`) or a plain child (SIGTERM); SIGKILL after 15 s. */
+async function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.on('error', () => {});
+  if (child.connected) child.send({ cmd: 'stop' }, () => {});
+  else child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A reporter stand-in on `socket` that will write `file` to its first subscriber as fast as it reads. */
+async function startSender(socket, file) {
+  const sender = forkLib('sender.mjs', [socket, file]);
+  await nextMessage(sender, 'ready', 10_000);
+  return sender;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ---- streams ----------------------------------------------------------------------------------------------
+
+/** The cached stream of one run of job `jobId` with `testcases` testcases, regenerated when the generator changes. */
+function ensureStream(testcases, jobId = 'regression_nightly') {
+  const version = createHash('sha256').update(readFileSync(GENERATOR)).digest('hex').slice(0, 10);
+  const file = join(OUT, `stream-e2e-${testcases}tc-${jobId}-${version}.bin`);
+  if (!existsSync(file) || !existsSync(`${file}.json`)) {
+    for (const old of readdirSync(OUT)) {
+      if (/^stream-.*\.bin(\.json)?$/.test(old) && !old.includes(`-${version}.`)) rmSync(join(OUT, old));
+    }
+    progress(`generating ${file} (${testcases} testcases, job ${jobId}) with CPython pickle`);
+    const args = ['--out', file, '--testcases', String(testcases), '--job-id', jobId];
+    const result = spawnSync(SYSTEM_PYTHON, [GENERATOR, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (result.status !== 0) throw new Error(`gen_stream.py failed (${result.status})`);
+  }
+  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8'));
+  const results = TESTCASE_TYPES.reduce((sum, type) => sum + (meta.stops_by_type[type] ?? 0), 0);
+  return { file, jobId, testcases, events: meta.events, sections: meta.sections, bytes: meta.bytes, results };
+}
+
+function ensurePeerPython() {
+  const check = () =>
+    spawnSync(SYSTEM_PYTHON, ['-c', 'import prometheus_client'], { stdio: 'ignore' }).status === 0;
+  if (check()) return;
+  if (process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
+    progress('installing Debian python3-prometheus-client for the peers');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'python3-prometheus-client'], {
+      stdio: 'inherit',
+      env,
+    });
+  }
+  if (!check()) {
+    throw new Error(
+      `${SYSTEM_PYTHON} cannot import prometheus_client: run "sudo apt-get install python3-prometheus-client"`,
+    );
+  }
+}
+
+// ---- the exporter, as a user starts it --------------------------------------------------------------------
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+/** Sum of every `RESULTS_METRIC` sample in one /metrics scrape; undefined while the server is not up. */
+function scrapeResults(port) {
+  return new Promise((resolve) => {
+    const request = http.get({ host: '127.0.0.1', port, path: '/metrics', agent }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (text) => (body += text));
+      response.on('end', () => {
+        if (response.statusCode !== 200) return resolve(undefined);
+        let total = 0;
+        const prefix = `\n${RESULTS_METRIC}{`;
+        for (let at = body.indexOf(prefix); at !== -1; at = body.indexOf(prefix, at + 1)) {
+          const eol = body.indexOf('\n', at + 1);
+          const line = body.slice(at + 1, eol === -1 ? undefined : eol);
+          total += Number(line.slice(line.lastIndexOf(' ') + 1));
+        }
+        resolve(total);
+      });
+      response.on('error', () => resolve(undefined));
+    });
+    request.on('error', () => resolve(undefined));
+  });
+}
+
+/**
+ * Polls /metrics until `expected` results are counted and returns when the scrape that showed it ended. Every
+ * scrape costs the exporter a render of all its series, so the polls are spaced by half the time the progress
+ * so far predicts is left (5 to 500 ms): few scrapes during the run, dense ones at its end.
+ */
+async function waitForResults(port, expected, child) {
+  const deadline = Date.now() + RUN_TIMEOUT_MS;
+  let last;
+  let scrapes = 0;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`exporter exited (${child.exitCode ?? child.signalCode}):\n${child.stderrTail}`);
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out: ${last?.count ?? 0} of ${expected} results counted`);
+    const count = await scrapeResults(port);
+    const t = now();
+    if (count !== undefined) scrapes++;
+    if (count !== undefined && count >= expected) return { tEnd: t, scrapes };
+    let delay = 10;
+    if (count !== undefined && count > 0) {
+      if (last !== undefined && count > last.count) {
+        const perSec = (count - last.count) / seconds(last.t, t);
+        delay = Math.min(500, Math.max(5, (500 * (expected - count)) / perSec));
+      }
+      if (last === undefined || count > last.count) last = { t, count };
+    }
+    await sleep(delay);
+  }
+}
+
+/** VmRSS and VmHWM of a process, in kB, and the CPU time of all its threads so far (user + system), in ms. */
+function memoryOf(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after "(comm)" start at field 3 (state); utime and stime are fields 14 and 15, in USER_HZ ticks.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const cpuMs = ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  return { rssKb: field('VmRSS'), hwmKb: field('VmHWM'), cpuMs };
+}
+
+function exporterEnv(extra) {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    // glibc allocator tuning and PYATS_EXPORTER_* options reach the exporter, for experiments.
+    ...Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_') || k.startsWith('PYATS_EXPORTER_')),
+    ),
+    ...(opts['exporter-node-options'] ? { NODE_OPTIONS: opts['exporter-node-options'] } : {}),
+    ...extra,
+  };
+}
+
+let scratch;
+let runCount = 0;
+
+/**
+ * One timed run: reporter stand-ins serve `streams` (one each), then the CLI is started with `source` — 'sockets'
+ * (a --reporter-socket per stream) or 'watch' (--watch DIR, the sockets at DIR/<job>/reporter.sock) — and
+ * `args`, and timed until /metrics counts every result of every stream.
+ */
+async function runExporter(streams, { env, source = 'sockets', args = [], profileDir }) {
+  const dir = join(scratch, `run-${++runCount}`);
+  mkdirSync(dir);
+  const sockets = streams.map((stream, i) => {
+    if (source === 'sockets') return join(dir, `reporter-${i + 1}.sock`);
+    mkdirSync(join(dir, `job-${i + 1}`));
+    return join(dir, `job-${i + 1}`, 'reporter.sock');
+  });
+  const senders = await Promise.all(streams.map((stream, i) => startSender(sockets[i], stream.file)));
+  const port = await freePort();
+  const sourceArgs =
+    source === 'sockets' ? sockets.flatMap((socket) => ['--reporter-socket', socket]) : ['--watch', dir];
+  const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const expected = streams.reduce((sum, stream) => sum + stream.results, 0);
+  const t0 = now();
+  const child = track(
+    spawn(process.execPath, [...nodeArgs, CLI, ...sourceArgs, '--listen', `127.0.0.1:${port}`, ...args], {
+      env: exporterEnv(env),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
+  try {
+    const { tEnd, scrapes } = await waitForResults(port, expected, child);
+    const memory = memoryOf(child.pid);
+    return { seconds: seconds(t0, tEnd), scrapes, ...memory };
+  } finally {
+    await stopChild(child);
+    await Promise.all(senders.map(stopChild));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- the Python peers -------------------------------------------------------------------------------------
+
+async function runPeer(script, stream) {
+  const dir = join(scratch, `run-${++runCount}`);
+  mkdirSync(dir);
+  const socket = join(dir, 'reporter.sock');
+  const sender = await startSender(socket, stream.file);
+  try {
+    const t0 = now();
+    const peer = track(
+      spawn(SYSTEM_PYTHON, [join(BENCH, script), socket, String(stream.events)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    let stdout = '';
+    peer.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
+    const code = await new Promise((resolve) => peer.on('exit', resolve));
+    if (code !== 0) throw new Error(`${script} exited ${code}: ${peer.stderrTail}`);
+    const done = JSON.parse(stdout.trim().split('\n').pop());
+    return { seconds: seconds(t0, BigInt(done.tEnd)), cpuMs: done.cpuMs };
+  } finally {
+    await stopChild(sender);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- measurements -----------------------------------------------------------------------------------------
+
+/**
+ * A contender measured on the big and the 1-testcase job: `run(big)` and `run(small)` give seconds from start
+ * to all results; its rate is the events between the two over the time between the two medians.
+ */
+function contender(key, label, run) {
+  return { key, label, run, big: [], small: [] };
+}
+
+function rateOf(c, bigEvents, smallEvents) {
+  const dt = median(c.big.map((r) => r.seconds)) - median(c.small.map((r) => r.seconds));
+  const perRound = c.big.map((r, i) => (bigEvents - smallEvents) / (r.seconds - c.small[i].seconds));
+  const dcpu = (median(c.big.map((r) => r.cpuMs)) - median(c.small.map((r) => r.cpuMs))) / 1000;
+  return {
+    dt,
+    eventsPerSec: (bigEvents - smallEvents) / dt,
+    perCpuSec: (bigEvents - smallEvents) / dcpu,
+    perRound,
+  };
+}
+
+async function main() {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
+  mkdirSync(OUT, { recursive: true });
+  scratch = mkdtempSync(join(tmpdir(), 'pyats-e2e-'));
+  if (!skip.has('peers')) ensurePeerPython();
+  const big = ensureStream(TESTCASES);
+  const small = ensureStream(1);
+  // Concurrent streams are jobs of their own (another job name: their own series, as two labs' jobs).
+  const maxStreams = skip.has('streams') ? 1 : Math.max(...STREAM_COUNTS);
+  const bigs = [big];
+  const smalls = [small];
+  for (let i = 2; i <= maxStreams; i++) {
+    bigs.push(ensureStream(TESTCASES, `regression_nightly_${i}`));
+    smalls.push(ensureStream(1, `regression_nightly_${i}`));
+  }
+
+  const receiverA = forkLib('receiver.mjs');
+  const receiverB = forkLib('decoding-receiver.mjs');
+  const [{ url: urlA }, { url: urlB }] = await Promise.all([
+    nextMessage(receiverA, 'ready', 10_000),
+    nextMessage(receiverB, 'ready', 10_000),
+  ]);
+  const envA = { OTEL_EXPORTER_OTLP_ENDPOINT: urlA };
+  const envB = { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${urlB}/v1/traces` };
+  const envC = { OTEL_TRACES_EXPORTER: 'none' };
+
+  const single = [
+    contender('a', '(a) exporter, OTLP/HTTP to an acking receiver', (s) => runExporter([s], { env: envA })),
+    ...(skip.has('decode')
+      ? []
+      : [
+          contender('b', '(b) exporter, OTLP/HTTP to a decoding receiver', (s) =>
+            runExporter([s], { env: envB }),
+          ),
+        ]),
+    contender('c', '(c) exporter, OTEL_TRACES_EXPORTER=none', (s) => runExporter([s], { env: envC })),
+    ...(skip.has('peers')
+      ? []
+      : [
+          contender('minimal', 'minimal peer (bench/peer_minimal.py)', (s) => runPeer('peer_minimal.py', s)),
+          contender('fuller', 'fuller peer (bench/peer.py)', (s) => runPeer('peer.py', s)),
+        ]),
+  ];
+  const modes = [
+    { key: 'watch', label: '--watch DIR', args: [] },
+    ...(skip.has('decode-thread')
+      ? []
+      : [{ key: 'watch-thread', label: '--watch DIR --decode-thread', args: ['--decode-thread'] }]),
+  ];
+  const concurrent = skip.has('streams')
+    ? []
+    : modes.flatMap((mode) =>
+        STREAM_COUNTS.map((n) => ({
+          ...contender(`${mode.key}-${n}`, mode.label, (streams) =>
+            runExporter(streams, { env: envA, source: 'watch', args: mode.args }),
+          ),
+          mode,
+          n,
+        })),
+      );
+
+  let profile;
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      // Interleaved, so a busy neighbour or drift weighs on every contender alike.
+      for (const c of single) {
+        c.big.push(await c.run(big));
+        c.small.push(await c.run(small));
+      }
+      for (const c of concurrent) {
+        c.big.push(await c.run(bigs.slice(0, c.n)));
+        c.small.push(await c.run(smalls.slice(0, c.n)));
+      }
+      const summary = single.map((c) => `${c.key} ${c.big.at(-1).seconds.toFixed(2)} s`).join(', ');
+      progress(`round ${round}/${rounds}: ${summary}`);
+    }
+    if (opts.profile) {
+      // (a) as asked, and (c) beside it: the difference is what sending spans costs the exporter.
+      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      profile = {};
+      for (const [key, env] of [
+        ['a', envA],
+        ['c', envC],
+      ]) {
+        const profileDir = join(OUT, `e2e-profile-${stamp}-${key}`);
+        mkdirSync(profileDir, { recursive: true });
+        const run = await runExporter([big], { env, profileDir });
+        const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile'));
+        if (file === undefined) throw new Error(`node --cpu-prof wrote no profile in ${profileDir}`);
+        const path = join(profileDir, file);
+        profile[key] = { file: path, seconds: run.seconds, summary: summarizeProfile(path) };
+      }
+    }
+    const stats = async (receiver) => {
+      receiver.send({ cmd: 'stats' });
+      return nextMessage(receiver, 'stats', 10_000);
+    };
+    const received = { a: await stats(receiverA), b: await stats(receiverB) };
+    report({ big, small, single, concurrent, profile, received });
+  } finally {
+    agent.destroy();
+    await Promise.all([stopChild(receiverA), stopChild(receiverB)]);
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+// ---- report -----------------------------------------------------------------------------------------------
+
+/** One table line: the first cell left-aligned in `widths[0]`, the others right-aligned in theirs. */
+const row = (cells, widths) =>
+  `  ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[0]) : cell.padStart(widths[i]))).join('  ')}`.trimEnd();
+const sec = (xs) => median(xs).toFixed(2);
+
+function report({ big, small, single, concurrent, profile, received }) {
+  const lines = [];
+  const date = new Date().toISOString().slice(0, 10);
+  lines.push(
+    `pyats-exporter end-to-end benchmark — ${date}, node ${process.version}, ${CORES} × ${cpus()[0]?.model ?? 'cpu'}, ` +
+      `${mb(totalmem() / 1024)} RAM${quick ? ', --quick' : ''}`,
+  );
+  lines.push(
+    `job: ${fmtInt(big.testcases)} testcases = ${fmtInt(big.events)} events (${fmtInt(big.results)} testcase ` +
+      `results, ${(big.bytes / 1024 / 1024).toFixed(0)} MB of pickles), minus a 1-testcase job (${fmtInt(small.events)} ` +
+      `events); timed from process start to all results seen; median of ${rounds} round(s)`,
+  );
+  lines.push('');
+  const widths = [46, 6, 6, 6, 9, 11, 6, 6, 0];
+  lines.push(
+    row(
+      ['', 'job s', '1-tc s', 'diff s', 'events/s', 'ev/CPU-s', 'VmRSS', 'VmHWM', '  events/s per round'],
+      widths,
+    ),
+  );
+  const rates = {};
+  const perCpu = {};
+  for (const c of single) {
+    const r = rateOf(c, big.events, small.events);
+    rates[c.key] = r.eventsPerSec;
+    perCpu[c.key] = r.perCpuSec;
+    const exporter = c.big[0].rssKb !== undefined;
+    lines.push(
+      row(
+        [
+          c.label,
+          sec(c.big.map((x) => x.seconds)),
+          sec(c.small.map((x) => x.seconds)),
+          r.dt.toFixed(2),
+          fmtRate(r.eventsPerSec),
+          fmtRate(r.perCpuSec),
+          exporter ? mb(median(c.big.map((x) => x.rssKb))) : '-',
+          exporter ? mb(median(c.big.map((x) => x.hwmKb))) : '-',
+          `  ${r.perRound.map(fmtRate).join(' / ')}`,
+        ],
+        widths,
+      ),
+    );
+  }
+  const scrapes = single.find((c) => c.key === 'a')?.big.map((x) => x.scrapes);
+  lines.push(
+    '  ev/CPU-s: events over the CPU time between the two runs (exporter: all its threads, /proc/PID/stat; ' +
+      'peers: process_time).',
+  );
+  lines.push(
+    '  VmRSS / VmHWM: the exporter, /proc/PID/status, when /metrics first showed every result' +
+      (scrapes ? ` (${median(scrapes)} /metrics polls per run of (a)).` : '.'),
+  );
+  lines.push(
+    `  receivers: (a) acked ${fmtInt(received.a.spans)} spans in ${fmtInt(received.a.requests)} requests; ` +
+      `(b) decoded ${fmtInt(received.b.spans)} spans in ${fmtInt(received.b.requests)} requests, ${received.b.errors} errors`,
+  );
+
+  const streamRates = {};
+  const streamCpu = {};
+  if (concurrent.length) {
+    lines.push('');
+    lines.push(
+      `concurrent streams: N jobs of ${fmtInt(big.testcases)} testcases (other job names) served at once on N ` +
+        'sockets to one exporter, config (a), minus N 1-testcase jobs at once:',
+    );
+    const w = [28, 7, 6, 6, 6, 9, 11, 10, 6, 6];
+    lines.push(
+      row(
+        ['', 'streams', 'job s', '1-tc s', 'diff s', 'events/s', 'ev/CPU-s', '× 1 stream', 'VmRSS', 'VmHWM'],
+        w,
+      ),
+    );
+    for (const c of concurrent) {
+      const r = rateOf(c, c.n * big.events, c.n * small.events);
+      streamRates[`${c.mode.key}-${c.n}`] = r.eventsPerSec;
+      streamCpu[`${c.mode.key}-${c.n}`] = r.perCpuSec;
+      lines.push(
+        row(
+          [
+            c.mode.label,
+            String(c.n),
+            sec(c.big.map((x) => x.seconds)),
+            sec(c.small.map((x) => x.seconds)),
+            r.dt.toFixed(2),
+            fmtRate(r.eventsPerSec),
+            fmtRate(r.perCpuSec),
+            (r.eventsPerSec / streamRates[`${c.mode.key}-1`]).toFixed(2),
+            mb(median(c.big.map((x) => x.rssKb))),
+            mb(median(c.big.map((x) => x.hwmKb))),
+          ],
+          w,
+        ),
+      );
+    }
+  }
+
+  lines.push('');
+  lines.push('ratios (events/s; in brackets, of events per CPU-second):');
+  const ratio = (name, [num, den], [cpuNum, cpuDen] = [], target = undefined) => {
+    if (!Number.isFinite(num) || !Number.isFinite(den)) return;
+    const value = num / den;
+    const cpu = Number.isFinite(cpuNum / cpuDen) ? ` [${(cpuNum / cpuDen).toFixed(2)}]` : '';
+    const goal = target === undefined ? '' : `  target ≥ ${target.toFixed(1)}: ${mark(value >= target)}`;
+    lines.push(`  ${name.padEnd(50)} ${value.toFixed(2).padStart(5)}${cpu.padEnd(7)}${goal}`);
+  };
+  const pair = (table, x, y) => [table[x], table[y]];
+  ratio('exporter (a) / minimal peer', pair(rates, 'a', 'minimal'), pair(perCpu, 'a', 'minimal'), 1.0);
+  ratio('exporter (a) / fuller peer', pair(rates, 'a', 'fuller'), pair(perCpu, 'a', 'fuller'), 2.0);
+  ratio('(a) / (c)', pair(rates, 'a', 'c'), pair(perCpu, 'a', 'c'), 0.8);
+  ratio('(b) / (c)', pair(rates, 'b', 'c'), pair(perCpu, 'b', 'c'));
+  ratio('(b) / (a)', pair(rates, 'b', 'a'), pair(perCpu, 'b', 'a'));
+  ratio('exporter (c) / minimal peer', pair(rates, 'c', 'minimal'), pair(perCpu, 'c', 'minimal'));
+  ratio('minimal peer / fuller peer', pair(rates, 'minimal', 'fuller'), pair(perCpu, 'minimal', 'fuller'));
+  for (const mode of new Set(concurrent.map((c) => c.mode))) {
+    for (const n of STREAM_COUNTS.slice(1)) {
+      ratio(
+        `${n} streams / 1 stream, ${mode.label}`,
+        pair(streamRates, `${mode.key}-${n}`, `${mode.key}-1`),
+        pair(streamCpu, `${mode.key}-${n}`, `${mode.key}-1`),
+        n === 2 ? 1.7 : undefined,
+      );
+    }
+  }
+  ratio(
+    '1 stream: --decode-thread / without',
+    pair(streamRates, 'watch-thread-1', 'watch-1'),
+    pair(streamCpu, 'watch-thread-1', 'watch-1'),
+  );
+  ratio(
+    '1 stream: --watch / --reporter-socket (a)',
+    [streamRates['watch-1'], rates.a],
+    [streamCpu['watch-1'], perCpu.a],
+  );
+
+  if (profile) {
+    const { a, c } = profile;
+    lines.push('');
+    lines.push(
+      `CPU profile of the CLI (node --cpu-prof), config (a), the whole process life: start-up, the job, ` +
+        `${a.seconds.toFixed(2)} s to all results, shutdown (${a.file}):`,
+    );
+    lines.push(formatProfile(a.summary));
+    lines.push('');
+    lines.push(`self time by area, (a) against (c) (${c.seconds.toFixed(2)} s to all results; ${c.file}):`);
+    lines.push('       (a) ms    (c) ms   (a) − (c)');
+    const names = [...new Set([...a.summary.areas, ...c.summary.areas].map((x) => x.name))];
+    const msOf = (summary, name) => summary.areas.find((x) => x.name === name)?.ms ?? 0;
+    const rows = names
+      .map((name) => ({ name, a: msOf(a.summary, name), c: msOf(c.summary, name) }))
+      .sort((x, y) => y.a - y.c - (x.a - x.c));
+    for (const row of [...rows, { name: 'total busy', a: a.summary.busyMs, c: c.summary.busyMs }]) {
+      if (row.a < 5 && row.c < 5) continue;
+      lines.push(
+        `  ${row.a.toFixed(0).padStart(9)} ${row.c.toFixed(0).padStart(9)} ${(row.a - row.c).toFixed(0).padStart(11)}   ${row.name}`,
+      );
+    }
+  }
+  const text = lines.join('\n');
+  log(text);
+  writeFileSync(join(OUT, 'e2e-last-run.txt'), `${text}\n`);
+  writeFileSync(
+    join(OUT, 'e2e-last-run.json'),
+    JSON.stringify(
+      {
+        big,
+        small,
+        single: single.map(({ key, big: b, small: s }) => ({ key, big: b, small: s })),
+        concurrent: concurrent.map(({ key, n, big: b, small: s }) => ({ key, n, big: b, small: s })),
+      },
+      null,
+      1,
+    ),
+  );
+}
+
+main().catch(async (error) => {
+  process.stderr.write(`e2e: ${error.stack ?? error}\n`);
+  for (const child of children) {
+    if (child.stderrTail) process.stderr.write(`--- ${child.spawnargs.join(' ')}\n${child.stderrTail}\n`);
+    child.kill('SIGKILL');
+  }
+  process.exit(1);
+});
