@@ -3,11 +3,30 @@
 // served on /metrics until SIGTERM (--hold).
 import type { ExporterConfig } from './config.js';
 import { buildTelemetry, trackerLimits } from './daemon.js';
-import { resolveZone, SectionTracker } from './events/index.js';
+import {
+  resolveZone,
+  SectionTracker,
+  SinkFanout,
+  type FinishedSection,
+  type JobSummary,
+  type SectionSink,
+  type StartedSection,
+} from './events/index.js';
 import { createApp, listen } from './http/index.js';
 import { ReplayClock, createProgressReporter, replayFiles } from './ingest/index.js';
 import type { Logger } from './log.js';
 import { Pipeline } from './pipeline.js';
+
+/** Prints each replayed job's trace id on stdout, so a CI log line of the replay leads to the trace. */
+class TraceIdPrinter implements SectionSink {
+  sectionStarted(_section: StartedSection): void {}
+  sectionFinished(_section: FinishedSection): void {}
+  jobFinished({ job, result }: JobSummary): void {
+    process.stdout.write(`job ${job.jobName} (${job.jobId}): ${result}, trace ${job.traceId}\n`);
+  }
+  async forceFlush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
 
 /** Resolves with the process exit code: 1 when a file could not be replayed, else 0. */
 export async function runReplay(
@@ -19,7 +38,7 @@ export async function runReplay(
   const zone = resolveZone(config.timezone);
   const clock = new ReplayClock();
   const tracker = new SectionTracker({
-    sink: telemetry.fanout,
+    sink: new SinkFanout([telemetry.fanout, new TraceIdPrinter()], logger),
     logger,
     now: clock.now,
     ...trackerLimits(config),

@@ -202,6 +202,9 @@ async function replayedSpanKeys(real: RealJob): Promise<string[]> {
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
   });
   expect(replay.code, replay.stderr).toBe(0);
+  // It prints the job's trace id, as a CI log would show it.
+  const root = receiver.spans.find((s) => s.parentSpanId === '');
+  expect(replay.stdout).toMatch(new RegExp(`^job \\S+ \\(\\S+\\): [a-z]+, trace ${root?.traceId}$`, 'm'));
   return receiver.spans.map(spanKey).sort();
 }
 
