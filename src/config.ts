@@ -10,7 +10,7 @@ import { resolveZone, localZoneName } from './events/index.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { loadWebConfig, type WebConfig } from './http/index.js';
 import { parseFrameFormat, type FrameFormat } from './reporter/index.js';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import {
   GUARDED_LABELS,
   type GuardedLabel,
@@ -57,8 +57,13 @@ export interface ExporterConfig {
   orphanHoldMax: number;
   /** `--max-open-sections`, default 100000: sections one stream may have open; more are refused, counted. */
   maxOpenSections: number;
-  /** `--decode-thread`: reporter sockets are read, decoded and normalized on a thread of their own. */
+  /** `--decode-thread`: reporter sockets are read, decoded and normalized on threads of their own. */
   decodeThread: boolean;
+  /**
+   * Decode threads the reporter sockets are spread over: `--decode-threads N`, else with `--decode-thread`
+   * one per core but one (at least one); 0 without either (sockets are read on the main thread).
+   */
+  decodeThreads: number;
   /** `--max-attribute-length`, default 4096: strings are cut to this length. */
   maxAttributeLength: number;
   /** `--section-logs` and `--section-log-max-bytes`: which sections' log lines go on their span, how much. */
@@ -113,6 +118,7 @@ const FLAG_SPEC = {
   'orphan-hold-max': { type: 'string' },
   'max-open-sections': { type: 'string' },
   'decode-thread': { type: 'boolean' },
+  'decode-threads': { type: 'string' },
   'log-level': { type: 'string' },
   'max-label-values': { type: 'string' },
   'max-label-values-for': { type: 'string', multiple: true },
@@ -157,6 +163,7 @@ const fileSchema = z
     'orphan-hold-max': z.union([z.string(), z.number()]),
     'max-open-sections': z.union([z.string(), z.number()]),
     'decode-thread': z.boolean(),
+    'decode-threads': z.union([z.string(), z.number()]),
     'log-level': z.string(),
     'max-label-values': z.union([z.string(), z.number()]),
     'max-label-values-for': z.union([z.string(), z.array(z.string())]),
@@ -215,7 +222,9 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
                                 (exporter attached mid-job) (default 10000)
   --max-open-sections N         sections one stream may have open at once; the start of another is
                                 refused and counted as too_many_open_sections (default 100000)
-  --decode-thread               read, decode and normalize reporter sockets on a second thread
+  --decode-thread               read, decode and normalize reporter sockets on threads of their own,
+                                one per core but one (at least one); sockets are spread over them
+  --decode-threads N            as --decode-thread, with N threads (0: on the main thread)
   --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
   --max-label-values N          distinct job/task/testcase/type values per metric; later ones are
                                 reported as __other__ (default 1000)
@@ -373,6 +382,13 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
       ? {}
       : { token: withOrigin(tokenFile.origin, () => readToken(String(tokenFile.value))) }),
   };
+  // A thread per core but one (that one is the main thread's), when `--decode-thread` leaves it open.
+  const decodeThreads =
+    setting('decode-threads') !== undefined
+      ? integer('decode-threads', 0, 0, 64)
+      : flag('decode-thread')
+        ? Math.max(1, availableParallelism() - 1)
+        : 0;
   const config: ExporterConfig = {
     command: command as Command,
     reporterSockets,
@@ -396,7 +412,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     },
     orphanHoldMax: integer('orphan-hold-max', 10_000, 0, 1_000_000),
     maxOpenSections: integer('max-open-sections', 100_000, 1, 100_000_000),
-    decodeThread: flag('decode-thread'),
+    decodeThread: decodeThreads > 0,
+    decodeThreads,
     logLevel: logLevel as LogLevel,
     reconnect: { initialMs: 250, maxMs: 10_000 },
     pollIntervalMs: 500,

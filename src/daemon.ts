@@ -227,8 +227,11 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     pollIntervalMs: config.pollIntervalMs,
     backoff: config.reconnect,
   };
-  const decodeThread = config.decodeThread
-    ? new DecodeThread({
+  // Each socket is followed by one of the decode threads, in turn (a job's stream stays on one thread).
+  const decodeThreads = Array.from(
+    { length: config.decodeThreads },
+    (): DecodeThread =>
+      new DecodeThread({
         worker: {
           ...socketOptions,
           timezone: config.timezone,
@@ -247,11 +250,12 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
         },
         sinksBehind,
         logger: logger.child({ component: 'decode-thread' }),
-      })
-    : undefined;
+      }),
+  );
+  let nextThread = 0;
   /** One subscriber per socket path; `activity` tells discovery when a discovered job is live. */
   const makeSubscriber = (path: string, activity?: SocketActivity): DiscoveredSubscriber =>
-    decodeThread?.createSubscriber(path, activity) ??
+    decodeThreads[nextThread++ % Math.max(1, decodeThreads.length)]?.createSubscriber(path, activity) ??
     new ReporterSubscriber({
       path,
       ...socketOptions,
@@ -318,7 +322,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
         discovery?.stop(),
         ingestSocket?.close(),
       ]);
-      await decodeThread?.close();
+      await Promise.all(decodeThreads.map((thread) => thread.close()));
       httpIngest?.close();
       await server.close();
       tracker.endAll();

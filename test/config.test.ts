@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +41,14 @@ describe('parseConfig', () => {
     expect(c.decodeThread).toBe(false);
     expect(config(['demo', '--decode-thread']).decodeThread).toBe(true);
     expect(config(['demo'], { PYATS_EXPORTER_DECODE_THREAD: 'true' }).decodeThread).toBe(true);
+    expect(c.decodeThreads).toBe(0);
+    expect(config(['demo', '--decode-thread']).decodeThreads).toBe(Math.max(1, availableParallelism() - 1));
+    expect(config(['demo', '--decode-threads', '3'])).toMatchObject({ decodeThread: true, decodeThreads: 3 });
+    expect(config(['demo', '--decode-threads', '0'])).toMatchObject({
+      decodeThread: false,
+      decodeThreads: 0,
+    });
+    expect(() => config(['demo', '--decode-threads', '65'])).toThrow(/from 0 to 64/);
     expect(config(['demo', '--max-open-sections', '50']).maxOpenSections).toBe(50);
     expect(config(['demo'], { PYATS_EXPORTER_MAX_OPEN_SECTIONS: '70' }).maxOpenSections).toBe(70);
     expect(c.tracing.exporter).toBe('otlp');

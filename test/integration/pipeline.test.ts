@@ -186,6 +186,60 @@ describe('reporter socket → spans and metrics', () => {
     });
   });
 
+  it('spreads reporter sockets over --decode-threads 2 and exports both jobs at once exactly', async () => {
+    const dir = tempDir();
+    const sockets = [join(dir, 'a', 'reporter.sock'), join(dir, 'b', 'reporter.sock')];
+    for (const socket of sockets) mkdirSync(join(socket, '..'));
+    const exporter = await runExporter(
+      [
+        ...sockets.flatMap((socket) => ['--reporter-socket', socket]),
+        '--listen',
+        '127.0.0.1:0',
+        '--timezone',
+        JOB_ZONE,
+        '--decode-threads',
+        '2',
+      ],
+      otlpEnv(),
+    );
+    const standins = await Promise.all(
+      sockets.map((socket, k) =>
+        startStandin({
+          socket,
+          results: RESULTS[k],
+          times: TIMES[k],
+          tz: JOB_ZONE,
+          jobId: `job_threads_${k}`,
+          seed: 40 + k,
+          startEpoch: 1_720_000_000 + k * 1000,
+        }),
+      ),
+    );
+    try {
+      for (const [k, standin] of standins.entries()) {
+        const jobId = `job_threads_${k}`;
+        const manifest = await standin.manifest();
+        const text = await until(`job ${jobId} on /metrics`, async () => {
+          const t = await exporter.scrape();
+          return sumOf(parseMetrics(t), 'pyats_job_runs_total', { job: jobId }) > 0 ? t : undefined;
+        });
+        checkMetrics(manifest, text);
+        const expectedSpans = manifest.sections.filter((s) => s.completed).length;
+        const spans = await until(`spans of ${jobId}`, () => {
+          const found = spansOfJob(jobId);
+          return found.length >= expectedSpans ? found : undefined;
+        });
+        checkSpans(manifest, spans);
+      }
+      // Neither thread logged an error.
+      expect(exporter.logs.filter((l) => l.level >= 50)).toEqual([]);
+    } finally {
+      await Promise.all(standins.map((standin) => standin.kill()));
+      const { code } = await exporter.stop();
+      expect(code).toBe(0);
+    }
+  });
+
   it.each([false, true])(
     'on SIGTERM mid-job ends open sections as abandoned, exports every span and exits 0 within 10 s (decode thread: %s)',
     async (decodeThread) => {
