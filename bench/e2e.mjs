@@ -7,8 +7,7 @@
 // after the burst, and 1 / 2 / N concurrent streams (`--watch DIR`, with and without `--decode-thread`).
 // Usage: node bench/e2e.mjs [--quick] [--rounds N] [--profile] [--skip peers,decode,streams,decode-thread]
 //        [--dist DIR] [--exporter-node-options '...']     (npm run bench runs it last; --skip e2e there)
-import { fork, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -21,121 +20,34 @@ import {
 import http from 'node:http';
 import net from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import { OUT, RUN_TIMEOUT_MS, exitOnError, exporterEnv, parseOptions } from './lib/common.mjs';
+import { fmtRate, log, mark, mb, median, progressWriter } from './lib/common.mjs';
+import { forkLib, nextMessage, runPeerScript, startSender, stopChild, track } from './lib/common.mjs';
+import { cachedStream, ensurePeerPython } from './lib/common.mjs';
 import { formatProfile, summarizeProfile } from './lib/profile.mjs';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BENCH = join(ROOT, 'bench');
-const OUT = join(BENCH, 'out');
-const LIB = join(BENCH, 'lib');
-const GENERATOR = join(BENCH, 'gen_stream.py');
-// Debian's python, which has python3-prometheus-client; a pyenv python3 first on PATH usually does not.
-const SYSTEM_PYTHON = '/usr/bin/python3';
-const RUN_TIMEOUT_MS = 300_000;
 /** The counter whose total says every testcase result arrived (Testcase, CommonSetup, CommonCleanup). */
 const RESULTS_METRIC = 'pyats_testcase_results_total';
 const TESTCASE_TYPES = ['Testcase', 'CommonSetup', 'CommonCleanup'];
 
-const { values: opts } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    rounds: { type: 'string' },
-    profile: { type: 'boolean', default: false },
-    skip: { type: 'string', default: '' },
-    dist: { type: 'string' },
-    'exporter-node-options': { type: 'string' },
-  },
-});
-const DIST_DIR = opts.dist ? resolve(opts.dist) : join(ROOT, 'dist');
+const { opts, distDir: DIST_DIR, quick, skip } = parseOptions();
 const CLI = join(DIST_DIR, 'cli.js');
-process.env.BENCH_DIST = DIST_DIR;
-const quick = opts.quick;
 const rounds = Number(opts.rounds ?? 3);
-const skip = new Set(opts.skip.split(',').filter(Boolean));
 const TESTCASES = quick ? 2_000 : 20_000;
 const CORES = cpus().length;
 const STREAM_COUNTS = [1, 2, ...(CORES > 2 ? [CORES] : [])];
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
-const log = (line) => process.stdout.write(`${line}\n`);
-const progress = (line) => process.stderr.write(`· e2e: ${line}\n`);
+const progress = progressWriter('e2e: ');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => process.hrtime.bigint();
 const seconds = (t0, t1) => Number(t1 - t0) / 1e9;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-const fmtRate = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
 const fmtInt = (n) => n.toLocaleString('en-US');
-const mb = (kb) => `${(kb / 1024).toFixed(0)} MB`;
-const mark = (ok) => (ok ? 'met' : 'MISSED');
+/** mb() of a size in kB (/proc/PID/status). */
+const mbOfKb = (kb) => mb(kb * 1024);
 
 // ---- child processes --------------------------------------------------------------------------------------
-
-/** Every child started, so a failure can show what each said on stderr and none is left behind. */
-const children = new Set();
-
-function track(child) {
-  children.add(child);
-  child.stderrTail = '';
-  child.stderr
-    ?.setEncoding('utf8')
-    .on('data', (text) => (child.stderrTail = (child.stderrTail + text).slice(-4000)));
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-
-function nextMessage(child, kind, timeoutMs = RUN_TIMEOUT_MS) {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-    };
-    const onMessage = (message) => {
-      if (message.kind === kind) {
-        cleanup();
-        resolve(message);
-      } else if (message.kind === 'error') {
-        cleanup();
-        reject(new Error(`${child.spawnargs.join(' ')}: ${message.message}`));
-      }
-    };
-    const onExit = (code) => {
-      cleanup();
-      reject(new Error(`child exited (${code}) before "${kind}":\n${child.stderrTail}`));
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`timed out waiting for "${kind}"`));
-    }, timeoutMs);
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
-}
-
-function forkLib(script, args = []) {
-  return track(fork(join(LIB, script), args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] }));
-}
-
-/** Stops a forked helper (IPC `stop`) or a plain child (SIGTERM); SIGKILL after 15 s. */
-async function stopChild(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.on('error', () => {});
-  if (child.connected) child.send({ cmd: 'stop' }, () => {});
-  else child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** A reporter stand-in on `socket` that will write `file` to its first subscriber as fast as it reads. */
-async function startSender(socket, file) {
-  const sender = forkLib('sender.mjs', [socket, file]);
-  await nextMessage(sender, 'ready', 10_000);
-  return sender;
-}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -152,40 +64,11 @@ function freePort() {
 
 /** The cached stream of one run of job `jobId` with `testcases` testcases, regenerated when the generator changes. */
 function ensureStream(testcases, jobId = 'regression_nightly') {
-  const version = createHash('sha256').update(readFileSync(GENERATOR)).digest('hex').slice(0, 10);
-  const file = join(OUT, `stream-e2e-${testcases}tc-${jobId}-${version}.bin`);
-  if (!existsSync(file) || !existsSync(`${file}.json`)) {
-    for (const old of readdirSync(OUT)) {
-      if (/^stream-.*\.bin(\.json)?$/.test(old) && !old.includes(`-${version}.`)) rmSync(join(OUT, old));
-    }
-    progress(`generating ${file} (${testcases} testcases, job ${jobId}) with CPython pickle`);
-    const args = ['--out', file, '--testcases', String(testcases), '--job-id', jobId];
-    const result = spawnSync(SYSTEM_PYTHON, [GENERATOR, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-    if (result.status !== 0) throw new Error(`gen_stream.py failed (${result.status})`);
-  }
-  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8'));
+  const args = ['--testcases', String(testcases), '--job-id', jobId];
+  const about = `${testcases} testcases, job ${jobId}`;
+  const { file, meta } = cachedStream(`e2e-${testcases}tc-${jobId}`, args, about, progress);
   const results = TESTCASE_TYPES.reduce((sum, type) => sum + (meta.stops_by_type[type] ?? 0), 0);
   return { file, jobId, testcases, events: meta.events, sections: meta.sections, bytes: meta.bytes, results };
-}
-
-function ensurePeerPython() {
-  const check = () =>
-    spawnSync(SYSTEM_PYTHON, ['-c', 'import prometheus_client'], { stdio: 'ignore' }).status === 0;
-  if (check()) return;
-  if (process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
-    progress('installing Debian python3-prometheus-client for the peers');
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'python3-prometheus-client'], {
-      stdio: 'inherit',
-      env,
-    });
-  }
-  if (!check()) {
-    throw new Error(
-      `${SYSTEM_PYTHON} cannot import prometheus_client: run "sudo apt-get install python3-prometheus-client"`,
-    );
-  }
 }
 
 // ---- the exporter, as a user starts it --------------------------------------------------------------------
@@ -258,19 +141,6 @@ function memoryOf(pid) {
   return { rssKb: field('VmRSS'), hwmKb: field('VmHWM'), cpuMs };
 }
 
-function exporterEnv(extra) {
-  return {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    // glibc allocator tuning and PYATS_EXPORTER_* options reach the exporter, for experiments.
-    ...Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_') || k.startsWith('PYATS_EXPORTER_')),
-    ),
-    ...(opts['exporter-node-options'] ? { NODE_OPTIONS: opts['exporter-node-options'] } : {}),
-    ...extra,
-  };
-}
-
 let scratch;
 let runCount = 0;
 
@@ -287,7 +157,7 @@ async function runExporter(streams, { env, source = 'sockets', args = [], profil
     mkdirSync(join(dir, `job-${i + 1}`));
     return join(dir, `job-${i + 1}`, 'reporter.sock');
   });
-  const senders = await Promise.all(streams.map((stream, i) => startSender(sockets[i], stream.file)));
+  const senders = await Promise.all(streams.map((stream, i) => startSender(sockets[i], [stream.file])));
   const port = await freePort();
   const sourceArgs =
     source === 'sockets' ? sockets.flatMap((socket) => ['--reporter-socket', socket]) : ['--watch', dir];
@@ -296,7 +166,7 @@ async function runExporter(streams, { env, source = 'sockets', args = [], profil
   const t0 = now();
   const child = track(
     spawn(process.execPath, [...nodeArgs, CLI, ...sourceArgs, '--listen', `127.0.0.1:${port}`, ...args], {
-      env: exporterEnv(env),
+      env: exporterEnv(opts, env),
       stdio: ['ignore', 'ignore', 'pipe'],
     }),
   );
@@ -317,19 +187,10 @@ async function runPeer(script, stream) {
   const dir = join(scratch, `run-${++runCount}`);
   mkdirSync(dir);
   const socket = join(dir, 'reporter.sock');
-  const sender = await startSender(socket, stream.file);
+  const sender = await startSender(socket, [stream.file]);
   try {
     const t0 = now();
-    const peer = track(
-      spawn(SYSTEM_PYTHON, [join(BENCH, script), socket, String(stream.events)], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      }),
-    );
-    let stdout = '';
-    peer.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
-    const code = await new Promise((resolve) => peer.on('exit', resolve));
-    if (code !== 0) throw new Error(`${script} exited ${code}: ${peer.stderrTail}`);
-    const done = JSON.parse(stdout.trim().split('\n').pop());
+    const done = await runPeerScript(script, socket, stream.events);
     return { seconds: seconds(t0, BigInt(done.tEnd)), cpuMs: done.cpuMs };
   } finally {
     await stopChild(sender);
@@ -363,7 +224,7 @@ async function main() {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
   mkdirSync(OUT, { recursive: true });
   scratch = mkdtempSync(join(tmpdir(), 'pyats-e2e-'));
-  if (!skip.has('peers')) ensurePeerPython();
+  if (!skip.has('peers')) ensurePeerPython(progress);
   const big = ensureStream(TESTCASES);
   const small = ensureStream(1);
   // Concurrent streams are jobs of their own (another job name: their own series, as two labs' jobs).
@@ -477,7 +338,7 @@ function report({ big, small, single, concurrent, profile, received }) {
   const date = new Date().toISOString().slice(0, 10);
   lines.push(
     `pyats-exporter end-to-end benchmark — ${date}, node ${process.version}, ${CORES} × ${cpus()[0]?.model ?? 'cpu'}, ` +
-      `${mb(totalmem() / 1024)} RAM${quick ? ', --quick' : ''}`,
+      `${mb(totalmem())} RAM${quick ? ', --quick' : ''}`,
   );
   lines.push(
     `job: ${fmtInt(big.testcases)} testcases = ${fmtInt(big.events)} events (${fmtInt(big.results)} testcase ` +
@@ -508,8 +369,8 @@ function report({ big, small, single, concurrent, profile, received }) {
           r.dt.toFixed(2),
           fmtRate(r.eventsPerSec),
           fmtRate(r.perCpuSec),
-          exporter ? mb(median(c.big.map((x) => x.rssKb))) : '-',
-          exporter ? mb(median(c.big.map((x) => x.hwmKb))) : '-',
+          exporter ? mbOfKb(median(c.big.map((x) => x.rssKb))) : '-',
+          exporter ? mbOfKb(median(c.big.map((x) => x.hwmKb))) : '-',
           `  ${r.perRound.map(fmtRate).join(' / ')}`,
         ],
         widths,
@@ -560,8 +421,8 @@ function report({ big, small, single, concurrent, profile, received }) {
             fmtRate(r.eventsPerSec),
             fmtRate(r.perCpuSec),
             (r.eventsPerSec / streamRates[`${c.mode.key}-1`]).toFixed(2),
-            mb(median(c.big.map((x) => x.rssKb))),
-            mb(median(c.big.map((x) => x.hwmKb))),
+            mbOfKb(median(c.big.map((x) => x.rssKb))),
+            mbOfKb(median(c.big.map((x) => x.hwmKb))),
           ],
           w,
         ),
@@ -648,11 +509,4 @@ function report({ big, small, single, concurrent, profile, received }) {
   );
 }
 
-main().catch(async (error) => {
-  process.stderr.write(`e2e: ${error.stack ?? error}\n`);
-  for (const child of children) {
-    if (child.stderrTail) process.stderr.write(`--- ${child.spawnargs.join(' ')}\n${child.stderrTail}\n`);
-    child.kill('SIGKILL');
-  }
-  process.exit(1);
-});
+main().catch(exitOnError('e2e'));

@@ -8,52 +8,25 @@
 //        [--exporter-node-options '--max-semi-space-size=32']
 //        --skip e2e-NAME passes --skip NAME to e2e.mjs (e2e-peers, e2e-decode, e2e-streams, e2e-decode-thread);
 //        --skip peer also skips e2e's peers.
-import { fork, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { gunzipSync } from 'node:zlib';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import { BENCH, OUT, exitOnError, exporterEnv, parseOptions } from './lib/common.mjs';
+import { fmtRate, log, mark, mb, median, progressWriter } from './lib/common.mjs';
+import { forkLib, nextMessage, runPeerScript, startSender, stopChild } from './lib/common.mjs';
+import { cachedStream, ensurePeerPython } from './lib/common.mjs';
 import { formatProfile, summarizeProfile } from './lib/profile.mjs';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BENCH = join(ROOT, 'bench');
-const OUT = join(BENCH, 'out');
-const LIB = join(BENCH, 'lib');
-// Debian's python, which has python3-prometheus-client; a pyenv python3 first on PATH usually does not.
-const SYSTEM_PYTHON = '/usr/bin/python3';
-const RUN_TIMEOUT_MS = 300_000;
 /** Sections per job besides its testcases' six each: suite, task, 3 plugins, 2 common sections, 3 subsections. */
 const FIXED_SECTIONS = 10;
 const SECTIONS_PER_TESTCASE = 6;
 
-const { values: opts } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    rounds: { type: 'string' },
-    profile: { type: 'boolean', default: false },
-    skip: { type: 'string', default: '' },
-    dist: { type: 'string' },
-    'exporter-node-options': { type: 'string' },
-  },
-});
-// Children import the build under test from here (lib/dist.mjs); default ./dist.
-const DIST_DIR = opts.dist ? resolve(opts.dist) : join(ROOT, 'dist');
-process.env.BENCH_DIST = DIST_DIR;
-const quick = opts.quick;
+// Children import the build under test from DIST_DIR (lib/dist.mjs); default ./dist.
+const { opts, distDir: DIST_DIR, quick, skip } = parseOptions();
 const rounds = Number(opts.rounds ?? (quick ? 1 : 3));
-const skip = new Set(opts.skip.split(',').filter(Boolean));
 const MAIN_TESTCASES = quick ? 4_000 : 20_000;
 const SCALE_SECTIONS = quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000];
 // With 4 runs of the job ingested, about 125 scrapes of each kind: enough for a p99 that is not just the max.
@@ -69,122 +42,22 @@ const EXPORTER_ENV = {
   OTEL_BSP_SCHEDULE_DELAY: '20',
 };
 
-const log = (line) => process.stdout.write(`${line}\n`);
-const progress = (line) => process.stderr.write(`· ${line}\n`);
-
-// ---- child processes --------------------------------------------------------------------------------------
-
-/** Resolves with the child's first IPC message of `kind`; rejects on exit, an `error` message or timeout. */
-function nextMessage(child, kind, timeoutMs = RUN_TIMEOUT_MS) {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-    };
-    const onMessage = (message) => {
-      if (message.kind === kind) {
-        cleanup();
-        resolve(message);
-      } else if (message.kind === 'error') {
-        cleanup();
-        reject(new Error(`${child.spawnfile}: ${message.message}`));
-      }
-    };
-    const onExit = (code) => {
-      cleanup();
-      reject(
-        new Error(
-          `child exited (${code}) before "${kind}"${child.stderrTail ? `:\n${child.stderrTail}` : ''}`,
-        ),
-      );
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`timed out waiting for "${kind}"`));
-    }, timeoutMs);
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
-}
-
-/** Every child started, so a failure can show what each of them said on stderr. */
-const children = [];
-
-function forkChild(script, args, options = {}) {
-  const child = fork(join(LIB, script), args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], ...options });
-  children.push(child);
-  child.stderrTail = '';
-  child.stderr
-    .setEncoding('utf8')
-    .on('data', (text) => (child.stderrTail = (child.stderrTail + text).slice(-4000)));
-  return child;
-}
-
-async function stopChild(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  // The child may be closing its channel on its own (floor.mjs does when the stream ends).
-  child.on('error', () => {});
-  if (child.connected) child.send({ cmd: 'stop' }, () => {});
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-async function startSender(socket, files) {
-  const sender = forkChild('sender.mjs', [socket, ...files]);
-  await nextMessage(sender, 'ready', 10_000);
-  return sender;
-}
-
+const progress = progressWriter();
 const ns = (text) => BigInt(text);
 const rate = (events, t0, tEnd) => events / (Number(ns(tEnd) - ns(t0)) / 1e9);
 
 // ---- streams ----------------------------------------------------------------------------------------------
-
-const GENERATOR = join(BENCH, 'gen_stream.py');
 
 /**
  * The cached stream of `runs` runs of a job with `testcases` testcases each, regenerated when the generator
  * changes. Later runs (`start`) are new traces for the same series.
  */
 function ensureStream(testcases, { runs = 1, start = '2024-05-01T02:00:00' } = {}) {
-  const version = createHash('sha256').update(readFileSync(GENERATOR)).digest('hex').slice(0, 10);
   const tag = runs === 1 && start.startsWith('2024-05-01T02') ? '' : `-${runs}runs-${start.slice(0, 10)}`;
-  const file = join(OUT, `stream-${testcases}tc${tag}-${version}.bin`);
-  if (!existsSync(file) || !existsSync(`${file}.json`)) {
-    // Streams of earlier generator versions are never read again; they are large.
-    for (const old of readdirSync(OUT)) {
-      if (/^stream-.*\.bin(\.json)?$/.test(old) && !old.includes(`-${version}.`)) rmSync(join(OUT, old));
-    }
-    progress(`generating ${file} (${testcases} testcases × ${runs} run(s)) with CPython pickle`);
-    const args = ['--out', file, '--testcases', String(testcases), '--runs', String(runs), '--start', start];
-    const result = spawnSync(SYSTEM_PYTHON, [GENERATOR, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-    if (result.status !== 0) throw new Error(`gen_stream.py failed (${result.status})`);
-  }
-  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8'));
+  const args = ['--testcases', String(testcases), '--runs', String(runs), '--start', start];
+  const about = `${testcases} testcases × ${runs} run(s)`;
+  const { file, meta } = cachedStream(`${testcases}tc${tag}`, args, about, progress);
   return { file, events: meta.events, sections: meta.sections, bytes: meta.bytes, testcases };
-}
-
-function ensurePeerPython() {
-  const check = () =>
-    spawnSync(SYSTEM_PYTHON, ['-c', 'import prometheus_client'], { stdio: 'ignore' }).status === 0;
-  if (check()) return;
-  if (process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
-    progress('installing Debian python3-prometheus-client for the peer');
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'python3-prometheus-client'], {
-      stdio: 'inherit',
-      env,
-    });
-  }
-  if (!check()) {
-    throw new Error(
-      `${SYSTEM_PYTHON} cannot import prometheus_client: run "sudo apt-get install python3-prometheus-client"`,
-    );
-  }
 }
 
 // ---- the three contenders ---------------------------------------------------------------------------------
@@ -199,7 +72,7 @@ async function runFloor(stream) {
   const socket = nextSocket();
   const sender = await startSender(socket, [stream.file]);
   const sent = nextMessage(sender, 'sent');
-  const floor = forkChild('floor.mjs', [socket, String(stream.events)]);
+  const floor = forkLib('floor.mjs', [socket, String(stream.events)]);
   const done = await nextMessage(floor, 'done');
   const { t0 } = await sent;
   await Promise.all([stopChild(floor), stopChild(sender)]);
@@ -211,16 +84,7 @@ async function runPeer(stream) {
   const socket = nextSocket();
   const sender = await startSender(socket, [stream.file]);
   const sent = nextMessage(sender, 'sent');
-  const peer = spawn(SYSTEM_PYTHON, [join(BENCH, 'peer.py'), socket, String(stream.events)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  peer.stdout.setEncoding('utf8').on('data', (t) => (stdout += t));
-  peer.stderr.setEncoding('utf8').on('data', (t) => (stderr = (stderr + t).slice(-4000)));
-  const code = await new Promise((resolve) => peer.on('exit', resolve));
-  if (code !== 0) throw new Error(`peer.py exited ${code}: ${stderr}`);
-  const done = JSON.parse(stdout.trim().split('\n').pop());
+  const done = await runPeerScript('peer.py', socket, stream.events);
   const { t0 } = await sent;
   await stopChild(sender);
   return { eventsPerSec: rate(stream.events, t0, done.tEnd), cpuMs: done.cpuMs };
@@ -228,20 +92,13 @@ async function runPeer(stream) {
 
 /** A fresh exporter process (the real daemon, see lib/exporter-worker.mjs) reading `socket`. */
 async function startExporter(receiverUrl, socket) {
-  const env = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    // glibc allocator tuning (MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) reaches the exporter, for RSS experiments.
-    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_'))),
-    // Exporter options as variables (PYATS_EXPORTER_DECODE_THREAD=true, ...) reach it too.
-    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PYATS_EXPORTER_'))),
+  const env = exporterEnv(opts, {
     BENCH_DIST: DIST_DIR,
-    ...(opts['exporter-node-options'] ? { NODE_OPTIONS: opts['exporter-node-options'] } : {}),
     ...EXPORTER_ENV,
     OTEL_EXPORTER_OTLP_ENDPOINT: receiverUrl,
-  };
+  });
   const args = ['--reporter-socket', socket, '--listen', '127.0.0.1:0', '--timezone', 'UTC'];
-  const worker = forkChild('exporter-worker.mjs', args, { env });
+  const worker = forkLib('exporter-worker.mjs', args, { env });
   const { url } = await nextMessage(worker, 'ready', 30_000);
   worker.url = url;
   return worker;
@@ -415,17 +272,12 @@ async function runScale(streams, receiver) {
 
 // ---- report -----------------------------------------------------------------------------------------------
 
-const fmtRate = (n) => Math.round(n).toLocaleString('en-US');
-const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-const mark = (ok) => (ok ? 'met' : 'MISSED');
-
 async function main() {
   if (!existsSync(join(DIST_DIR, 'daemon.js')))
     throw new Error(`${DIST_DIR} has no build: run "npm run build" first`);
   mkdirSync(OUT, { recursive: true });
   scratch = mkdtempSync(join(tmpdir(), 'pyats-bench-'));
-  if (!skip.has('peer')) ensurePeerPython();
+  if (!skip.has('peer')) ensurePeerPython(progress);
   const main = ensureStream(MAIN_TESTCASES);
   // Ingest while /metrics is scraped: more runs of the same job (new traces, the series the first run made).
   const later = skip.has('scrape')
@@ -435,7 +287,7 @@ async function main() {
     ? []
     : SCALE_SECTIONS.map((s) => ensureStream((s - FIXED_SECTIONS) / SECTIONS_PER_TESTCASE));
 
-  const receiver = forkChild('receiver.mjs', []);
+  const receiver = forkLib('receiver.mjs', []);
   receiver.url = (await nextMessage(receiver, 'ready', 10_000)).url;
   const results = { floor: [], pipeline: [], peer: [] };
   try {
@@ -603,11 +455,4 @@ function runE2e() {
 
 main()
   .then(() => (skip.has('e2e') ? undefined : runE2e()))
-  .catch((error) => {
-    process.stderr.write(`bench: ${error.stack ?? error}\n`);
-    for (const child of children) {
-      if (child.stderrTail)
-        process.stderr.write(`--- ${child.spawnargs.slice(1).join(' ')}\n${child.stderrTail}\n`);
-    }
-    process.exit(1);
-  });
+  .catch(exitOnError('bench'));

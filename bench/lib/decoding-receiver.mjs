@@ -2,12 +2,17 @@
 // does before anything else: each POST /v1/traces body (gunzipped if sent so) is parsed into
 // ExportTraceServiceRequest objects — resources, scopes, spans, attributes, events, links, status — with
 // protobufjs (in node_modules through @grpc/proto-loader) from the opentelemetry-proto field numbers below.
-// Run as a child process (fork) so its CPU is its own, like a Collector beside the exporter. Same IPC as
-// receiver.mjs: `ready` {url}, `stats` → {requests, spans, bytes, errors}, `stop`.
-import { createServer } from 'node:http';
+// Run as a child process (fork) so its CPU is its own, like a Collector beside the exporter; IPC as in
+// receiver-server.mjs. A request that does not decode is answered 400.
 import { gunzipSync } from 'node:zlib';
 import protobuf from 'protobufjs';
+import { serveReceiver } from './receiver-server.mjs';
 
+/** The `attributes` and `droppedAttributesCount` fields of a message, numbered `id` and `id + 1`. */
+const attributes = (id) => ({
+  attributes: { rule: 'repeated', type: 'KeyValue', id },
+  droppedAttributesCount: { type: 'uint32', id: id + 1 },
+});
 const kv = { key: { type: 'string', id: 1 }, value: { type: 'AnyValue', id: 2 } };
 /** opentelemetry-proto v1 (common, resource, trace, collector/trace), the fields an SDK sends. */
 const SCHEMA = {
@@ -43,23 +48,16 @@ const SCHEMA = {
       fields: {
         name: { type: 'string', id: 1 },
         version: { type: 'string', id: 2 },
-        attributes: { rule: 'repeated', type: 'KeyValue', id: 3 },
-        droppedAttributesCount: { type: 'uint32', id: 4 },
+        ...attributes(3),
       },
     },
-    Resource: {
-      fields: {
-        attributes: { rule: 'repeated', type: 'KeyValue', id: 1 },
-        droppedAttributesCount: { type: 'uint32', id: 2 },
-      },
-    },
+    Resource: { fields: attributes(1) },
     Status: { fields: { message: { type: 'string', id: 2 }, code: { type: 'int32', id: 3 } } },
     Event: {
       fields: {
         timeUnixNano: { type: 'fixed64', id: 1 },
         name: { type: 'string', id: 2 },
-        attributes: { rule: 'repeated', type: 'KeyValue', id: 3 },
-        droppedAttributesCount: { type: 'uint32', id: 4 },
+        ...attributes(3),
       },
     },
     Link: {
@@ -67,8 +65,7 @@ const SCHEMA = {
         traceId: { type: 'bytes', id: 1 },
         spanId: { type: 'bytes', id: 2 },
         traceState: { type: 'string', id: 3 },
-        attributes: { rule: 'repeated', type: 'KeyValue', id: 4 },
-        droppedAttributesCount: { type: 'uint32', id: 5 },
+        ...attributes(4),
         flags: { type: 'fixed32', id: 6 },
       },
     },
@@ -83,8 +80,7 @@ const SCHEMA = {
         kind: { type: 'int32', id: 6 },
         startTimeUnixNano: { type: 'fixed64', id: 7 },
         endTimeUnixNano: { type: 'fixed64', id: 8 },
-        attributes: { rule: 'repeated', type: 'KeyValue', id: 9 },
-        droppedAttributesCount: { type: 'uint32', id: 10 },
+        ...attributes(9),
         events: { rule: 'repeated', type: 'Event', id: 11 },
         droppedEventsCount: { type: 'uint32', id: 12 },
         links: { rule: 'repeated', type: 'Link', id: 13 },
@@ -124,36 +120,7 @@ function decodeSpans(body) {
   return spans;
 }
 
-const stats = { requests: 0, spans: 0, bytes: 0, errors: 0 };
-
-const server = createServer((req, res) => {
-  const chunks = [];
-  req.on('data', (chunk) => chunks.push(chunk));
-  req.on('end', () => {
-    let body = Buffer.concat(chunks);
-    stats.requests++;
-    stats.bytes += body.length;
-    try {
-      if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
-      stats.spans += decodeSpans(body);
-    } catch {
-      stats.errors++;
-      res.writeHead(400).end();
-      return;
-    }
-    // An empty ExportTraceServiceResponse: every span accepted.
-    res.writeHead(200, { 'content-type': 'application/x-protobuf', 'content-length': '0' });
-    res.end();
-  });
-});
-server.keepAliveTimeout = 60_000;
-
-process.on('message', (message) => {
-  if (message.cmd === 'stats') process.send({ kind: 'stats', ...stats });
-  if (message.cmd === 'stop') server.close(() => process.exit(0));
-});
-
-server.listen(0, '127.0.0.1', () => {
-  const { port } = server.address();
-  process.send({ kind: 'ready', url: `http://127.0.0.1:${port}` });
-});
+serveReceiver(
+  (body, req) => decodeSpans(req.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body),
+  400,
+);

@@ -1,7 +1,7 @@
 // A discarding OTLP/HTTP trace receiver for the benchmark, run as a child process (fork) so its work never
 // shares the exporter's event loop. Answers every POST /v1/traces with an empty ExportTraceServiceResponse
 // and counts the spans by walking only the three enclosing protobuf levels (span bodies are skipped).
-import { createServer } from 'node:http';
+import { serveReceiver } from './receiver-server.mjs';
 
 /** Reads a protobuf varint at `pos`; returns [value, next position]. Lengths here stay below 2^53. */
 function varint(buf, pos) {
@@ -50,32 +50,4 @@ export function countSpans(buf) {
   return spans;
 }
 
-const stats = { requests: 0, spans: 0, bytes: 0, errors: 0 };
-
-const server = createServer((req, res) => {
-  const chunks = [];
-  req.on('data', (chunk) => chunks.push(chunk));
-  req.on('end', () => {
-    const body = Buffer.concat(chunks);
-    stats.requests++;
-    stats.bytes += body.length;
-    try {
-      stats.spans += countSpans(body);
-    } catch {
-      stats.errors++;
-    }
-    res.writeHead(200, { 'content-type': 'application/x-protobuf', 'content-length': '0' });
-    res.end();
-  });
-});
-server.keepAliveTimeout = 60_000;
-
-process.on('message', (message) => {
-  if (message.cmd === 'stats') process.send({ kind: 'stats', ...stats });
-  if (message.cmd === 'stop') server.close(() => process.exit(0));
-});
-
-server.listen(0, '127.0.0.1', () => {
-  const { port } = server.address();
-  process.send({ kind: 'ready', url: `http://127.0.0.1:${port}` });
-});
+serveReceiver(countSpans);
