@@ -6,11 +6,13 @@ export { ExporterHealth, registerProcessMetrics } from './health.js';
 export { isSelfRendering } from './series.js';
 export { PushgatewayPublisher } from './pushgateway.js';
 export { SpanSink } from './spans.js';
+export { SpanThread } from './span-thread.js';
 export { JobLogSink } from './job-log.js';
 export {
   TracingConfigError,
   baseResource,
   createSpanPipeline,
+  type SpanDropReason,
   tracingOptionsFromEnv,
   type TracingOptions,
 } from './tracing.js';
