@@ -27,8 +27,10 @@ import {
   MetricsSink,
   PushgatewayPublisher,
   SpanSink,
+  SpanThread,
   baseResource,
   createSpanPipeline,
+  type SpanDropReason,
 } from './telemetry/index.js';
 import { VERSION } from './version.js';
 
@@ -63,7 +65,18 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
-export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetry {
+export interface TelemetryOptions {
+  /** OTLP export on the span thread (default) or in-process. */
+  spanThread?: boolean;
+  /** The span thread's module (tests of src/ point at dist/). */
+  spanWorkerUrl?: URL;
+}
+
+export function buildTelemetry(
+  config: ExporterConfig,
+  logger: Logger,
+  options: TelemetryOptions = {},
+): Telemetry {
   const registry = new Registry();
   registerProcessMetrics(registry);
   const health = new ExporterHealth({ registry, version: VERSION });
@@ -79,14 +92,28 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
       }),
     );
   }
-  const spanPipeline = createSpanPipeline(
-    config.tracing,
-    {
-      spansExported: (n) => health.spansExported(n),
-      spansDropped: (n, reason) => health.spansDropped(n, reason),
-    },
-    logger,
-  );
+  const spanHooks = {
+    spansExported: (n: number) => health.spansExported(n),
+    spansDropped: (n: number, reason: SpanDropReason) => health.spansDropped(n, reason),
+  };
+  // OTLP export runs on a thread of its own (building, encoding and sending spans was ~half the main thread's
+  // time); console and tests that ask for it stay in-process, and `none` needs neither.
+  const onThread = config.tracing.exporter === 'otlp' && (options.spanThread ?? true);
+  const spanThread = onThread
+    ? new SpanThread({
+        worker: {
+          tracing: config.tracing,
+          maxAttributeLength: config.maxAttributeLength,
+          version: VERSION,
+          logLevel: config.logLevel,
+        },
+        hooks: spanHooks,
+        logger: logger.child({ component: 'span-thread' }),
+        ...(options.spanWorkerUrl ? { workerUrl: options.spanWorkerUrl } : {}),
+      })
+    : undefined;
+  const spanPipeline = onThread ? undefined : createSpanPipeline(config.tracing, spanHooks, logger);
+  if (spanThread) sinks.push(spanThread);
   if (spanPipeline) {
     sinks.push(
       new SpanSink({
@@ -97,6 +124,7 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
       }),
     );
   }
+  const spans = spanThread ?? spanPipeline;
   sinks.push(new JobLogSink(logger));
   const fanout = new SinkFanout(sinks, logger);
   // Four export batches, and never more than half the queue, so a slow backend never fills it.
@@ -106,8 +134,7 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
     registry,
     health,
     fanout,
-    sinksBehind: () =>
-      spanPipeline !== undefined && spanPipeline.backlog() >= holdAt && !spanPipeline.exportFailing(),
+    sinksBehind: () => spans !== undefined && spans.backlog() >= holdAt && !spans.exportFailing(),
     shutdown: async () => {
       await fanout.forceFlush();
       await fanout.shutdown();
