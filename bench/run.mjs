@@ -4,7 +4,7 @@
 // spans over OTLP/HTTP to a discarding receiver) and the peer (a CPython prometheus_client subscriber);
 // then /metrics latency under ingest, and events/s and RSS from 10k to 1M sections.
 // Usage: npm run bench [-- --quick] [--rounds N] [--profile] [--skip peer,scrape,scale] [--dist DIR]
-//        [--exporter-node-options '--max-semi-space-size=32']
+//        [--exporter-node-options '--max-semi-space-size=32'] [--traces otlp|none]
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
@@ -43,6 +43,7 @@ const { values: opts } = parseArgs({
     skip: { type: 'string', default: '' },
     dist: { type: 'string' },
     'exporter-node-options': { type: 'string' },
+    traces: { type: 'string', default: 'otlp' },
   },
 });
 // Children import the build under test from here (lib/dist.mjs); default ./dist.
@@ -56,8 +57,11 @@ const SCALE_SECTIONS = quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000];
 // With 4 runs of the job ingested, about 125 scrapes of each kind: enough for a p99 that is not just the max.
 const SCRAPE_INTERVAL_MS = 25;
 const SCRAPE_RUNS = 4;
+if (opts.traces !== 'otlp' && opts.traces !== 'none') throw new Error('--traces is otlp or none');
+// `none`: the exporter without spans, to see what they cost (the receiver then counts nothing).
+const tracesOff = opts.traces === 'none';
 const EXPORTER_ENV = {
-  OTEL_TRACES_EXPORTER: 'otlp',
+  OTEL_TRACES_EXPORTER: opts.traces,
   OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
   // Large enough that no span is ever dropped: the run ends when every span reached the receiver.
   OTEL_BSP_MAX_QUEUE_SIZE: '2000000',
@@ -245,7 +249,8 @@ async function startExporter(receiverUrl, socket) {
 }
 
 /** Sends `files` to a running exporter; resolves when all events arrived and all spans were exported. */
-async function feedExporter(worker, socket, files, events, spans, profilePath) {
+async function feedExporter(worker, socket, files, events, sections, profilePath) {
+  const spans = tracesOff ? 0 : sections;
   const done = nextMessage(worker, 'done');
   worker.send({ cmd: 'expect', events, spans, profilePath });
   await nextMessage(worker, 'armed', 10_000);
