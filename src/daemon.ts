@@ -113,7 +113,10 @@ export function buildTelemetry(
       })
     : undefined;
   const spanPipeline = onThread ? undefined : createSpanPipeline(config.tracing, spanHooks, logger);
-  if (spanThread) sinks.push(spanThread);
+  if (spanThread) {
+    spanThread.start();
+    sinks.push(spanThread);
+  }
   if (spanPipeline) {
     sinks.push(
       new SpanSink({

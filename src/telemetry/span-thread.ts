@@ -37,6 +37,14 @@ export class SpanThread implements SectionSink {
     this.maxBatchSections = options.maxBatchSections ?? 512;
   }
 
+  /**
+   * Starts the thread now rather than with the first batch: loading the OpenTelemetry modules in a fresh
+   * isolate takes a while, better spent before the first job than during it.
+   */
+  start(): void {
+    if (!this.stopped) this.worker ??= this.spawn();
+  }
+
   sectionStarted(_section: StartedSection): void {}
 
   sectionFinished(section: FinishedSection): void {
