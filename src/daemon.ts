@@ -31,8 +31,10 @@ import {
   MetricsSink,
   PushgatewayPublisher,
   SpanSink,
+  SpanThread,
   baseResource,
   createSpanPipeline,
+  type SpanDropReason,
 } from './telemetry/index.js';
 import { VERSION } from './version.js';
 
@@ -67,7 +69,18 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
-export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetry {
+export interface TelemetryOptions {
+  /** OTLP export on the span thread (default) or in-process. */
+  spanThread?: boolean;
+  /** The span thread's module (tests of src/ point at dist/). */
+  spanWorkerUrl?: URL;
+}
+
+export function buildTelemetry(
+  config: ExporterConfig,
+  logger: Logger,
+  options: TelemetryOptions = {},
+): Telemetry {
   const registry = new Registry();
   registerProcessMetrics(registry);
   const health = new ExporterHealth({ registry, version: VERSION });
@@ -83,14 +96,27 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
       }),
     );
   }
-  const spanPipeline = createSpanPipeline(
-    config.tracing,
-    {
-      spansExported: (n) => health.spansExported(n),
-      spansDropped: (n, reason) => health.spansDropped(n, reason),
-    },
-    logger,
-  );
+  const spanHooks = {
+    spansExported: (n: number) => health.spansExported(n),
+    spansDropped: (n: number, reason: SpanDropReason) => health.spansDropped(n, reason),
+  };
+  // OTLP export runs on a thread of its own (building, encoding and sending spans was ~half the main thread's
+  // time); console and tests that ask for it stay in-process, and `none` needs neither.
+  const onThread = config.tracing.exporter === 'otlp' && (options.spanThread ?? true);
+  const spanThread = onThread
+    ? new SpanThread({
+        worker: {
+          tracing: config.tracing,
+          maxAttributeLength: config.maxAttributeLength,
+          version: VERSION,
+          logLevel: config.logLevel,
+        },
+        hooks: spanHooks,
+        logger: logger.child({ component: 'span-thread' }),
+        ...(options.spanWorkerUrl ? { workerUrl: options.spanWorkerUrl } : {}),
+      })
+    : undefined;
+  const spanPipeline = onThread ? undefined : createSpanPipeline(config.tracing, spanHooks, logger);
   const logPipeline = createLogRecordPipeline(
     config.logs,
     baseResource(config.tracing, VERSION),
@@ -103,6 +129,10 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
   );
   // Spans and log records both take the sections' log excerpts, read once for both.
   const excerptSinks: SectionSink[] = [];
+  if (spanThread) {
+    spanThread.start();
+    excerptSinks.push(spanThread);
+  }
   if (spanPipeline) {
     excerptSinks.push(
       new SpanSink({
@@ -126,6 +156,7 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
       }),
     );
   }
+  const spans = spanThread ?? spanPipeline;
   sinks.push(new JobLogSink(logger));
   const fanout = new SinkFanout(sinks, logger);
   // Four export batches, and never more than half the queue, so a slow backend never fills it.
@@ -135,8 +166,7 @@ export function buildTelemetry(config: ExporterConfig, logger: Logger): Telemetr
     registry,
     health,
     fanout,
-    sinksBehind: () =>
-      spanPipeline !== undefined && spanPipeline.backlog() >= holdAt && !spanPipeline.exportFailing(),
+    sinksBehind: () => spans !== undefined && spans.backlog() >= holdAt && !spans.exportFailing(),
     shutdown: async () => {
       await fanout.forceFlush();
       await fanout.shutdown();

@@ -6,6 +6,7 @@ export { ExporterHealth, registerProcessMetrics } from './health.js';
 export { isSelfRendering } from './series.js';
 export { PushgatewayPublisher } from './pushgateway.js';
 export { SpanSink } from './spans.js';
+export { SpanThread } from './span-thread.js';
 export { JobLogSink } from './job-log.js';
 export {
   DEFAULT_SECTION_LOG_MAX_BYTES,
@@ -26,6 +27,7 @@ export {
   TracingConfigError,
   baseResource,
   createSpanPipeline,
+  type SpanDropReason,
   tracingOptionsFromEnv,
   type TracingOptions,
 } from './tracing.js';

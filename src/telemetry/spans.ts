@@ -424,7 +424,12 @@ export class SpanSink implements SectionSink {
   }
 
   jobFinished(summary: JobSummary): void {
-    this.resources.delete(summary.job.runId);
+    this.forgetRun(summary.job.runId);
+  }
+
+  /** The run ended: its Resource is not needed again (the span thread calls this for jobFinished). */
+  forgetRun(runId: string): void {
+    this.resources.delete(runId);
   }
 
   forceFlush(): Promise<void> {
