@@ -64,6 +64,8 @@ export interface ExporterConfig {
    * one per core but one (at least one); 0 without either (sockets are read on the main thread).
    */
   decodeThreads: number;
+  /** `--span-thread`: OTLP spans are built, encoded and exported on a thread of their own. */
+  spanThread: boolean;
   /** `--max-attribute-length`, default 4096: strings are cut to this length. */
   maxAttributeLength: number;
   /** `--section-logs` and `--section-log-max-bytes`: which sections' log lines go on their span, how much. */
@@ -119,6 +121,7 @@ const FLAG_SPEC = {
   'max-open-sections': { type: 'string' },
   'decode-thread': { type: 'boolean' },
   'decode-threads': { type: 'string' },
+  'span-thread': { type: 'boolean' },
   'log-level': { type: 'string' },
   'max-label-values': { type: 'string' },
   'max-label-values-for': { type: 'string', multiple: true },
@@ -164,6 +167,7 @@ const fileSchema = z
     'max-open-sections': z.union([z.string(), z.number()]),
     'decode-thread': z.boolean(),
     'decode-threads': z.union([z.string(), z.number()]),
+    'span-thread': z.boolean(),
     'log-level': z.string(),
     'max-label-values': z.union([z.string(), z.number()]),
     'max-label-values-for': z.union([z.string(), z.array(z.string())]),
@@ -225,6 +229,7 @@ Options (each also as PYATS_EXPORTER_<NAME> env var, e.g. PYATS_EXPORTER_LISTEN,
   --decode-thread               read, decode and normalize reporter sockets on threads of their own,
                                 one per core but one (at least one); sockets are spread over them
   --decode-threads N            as --decode-thread, with N threads (0: on the main thread)
+  --span-thread                 build, encode and export OTLP spans on a thread of their own
   --log-level LEVEL             trace | debug | info | warn | error | fatal | silent (default info)
   --max-label-values N          distinct job/task/testcase/type values per metric; later ones are
                                 reported as __other__ (default 1000)
@@ -414,6 +419,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Pa
     maxOpenSections: integer('max-open-sections', 100_000, 1, 100_000_000),
     decodeThread: decodeThreads > 0,
     decodeThreads,
+    spanThread: flag('span-thread'),
     logLevel: logLevel as LogLevel,
     reconnect: { initialMs: 250, maxMs: 10_000 },
     pollIntervalMs: 500,

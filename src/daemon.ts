@@ -70,7 +70,7 @@ export interface Telemetry {
 }
 
 export interface TelemetryOptions {
-  /** OTLP export on the span thread (default) or in-process. */
+  /** OTLP export on the span thread or in-process; default `--span-thread`. */
   spanThread?: boolean;
   /** The span thread's module (tests of src/ point at dist/). */
   spanWorkerUrl?: URL;
@@ -100,9 +100,10 @@ export function buildTelemetry(
     spansExported: (n: number) => health.spansExported(n),
     spansDropped: (n: number, reason: SpanDropReason) => health.spansDropped(n, reason),
   };
-  // OTLP export runs on a thread of its own (building, encoding and sending spans was ~half the main thread's
-  // time); console and tests that ask for it stay in-process, and `none` needs neither.
-  const onThread = config.tracing.exporter === 'otlp' && (options.spanThread ?? true);
+  // With --span-thread, OTLP export runs on a thread of its own (building, encoding and sending spans was ~half
+  // the main thread's time). Opt-in: on 2 cores it gave no more events/s and cost more CPU per event
+  // (docs/performance.md). Console stays in-process, and `none` needs neither.
+  const onThread = config.tracing.exporter === 'otlp' && (options.spanThread ?? config.spanThread);
   const spanThread = onThread
     ? new SpanThread({
         worker: {

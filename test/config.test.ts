@@ -42,6 +42,8 @@ describe('parseConfig', () => {
     expect(config(['demo', '--decode-thread']).decodeThread).toBe(true);
     expect(config(['demo'], { PYATS_EXPORTER_DECODE_THREAD: 'true' }).decodeThread).toBe(true);
     expect(c.decodeThreads).toBe(0);
+    expect(c.spanThread).toBe(false);
+    expect(config(['demo', '--span-thread']).spanThread).toBe(true);
     expect(config(['demo', '--decode-thread']).decodeThreads).toBe(Math.max(1, availableParallelism() - 1));
     expect(config(['demo', '--decode-threads', '3'])).toMatchObject({ decodeThread: true, decodeThreads: 3 });
     expect(config(['demo', '--decode-threads', '0'])).toMatchObject({

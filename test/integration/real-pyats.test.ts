@@ -298,12 +298,16 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
   }, 180_000);
 
   for (const decodeThread of [false, true]) {
-    it(`native socket and replay agree on a job with an event over 64 KiB (several chunks)${decodeThread ? ', --decode-thread' : ''}`, async () => {
+    it(`native socket and replay agree on a job with an event over 64 KiB (several chunks)${decodeThread ? ', --decode-thread --span-thread' : ''}`, async () => {
       const dir = tempDir();
       const go = join(dir, 'go');
       const real = job(join(FIXTURES, 'job.py'), { PYATS_WAIT_FOR: go });
       const { exporter, receiver } = await exporterWithReceiver(
-        ['--reporter-socket', await real.socket(), ...(decodeThread ? ['--decode-thread'] : [])],
+        [
+          '--reporter-socket',
+          await real.socket(),
+          ...(decodeThread ? ['--decode-thread', '--span-thread'] : []),
+        ],
         { OTEL_LOGS_EXPORTER: 'otlp' },
       );
       await exporter.waitForLog((l) => l.msg === 'subscribed to reporter', 30_000);

@@ -282,7 +282,10 @@ describe('buildTelemetry with the span thread', () => {
       OTEL_BSP_MAX_QUEUE_SIZE: '1000',
     });
     if (outcome.kind !== 'config') throw new Error('expected a run configuration');
-    const telemetry = buildTelemetry(outcome.config, silentLogger(), { spanWorkerUrl: WORKER_URL });
+    const telemetry = buildTelemetry(outcome.config, silentLogger(), {
+      spanThread: true,
+      spanWorkerUrl: WORKER_URL,
+    });
     try {
       const { sections } = workload();
       for (const s of sections) telemetry.fanout.sectionFinished(s);
