@@ -187,8 +187,8 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
     : undefined;
   if (capture) await capture.open();
   const tracker = capture
-    ? new CapturingTracker({ sink: fanout, logger, capture, ...trackerLimits(config) })
-    : new SectionTracker({ sink: fanout, logger, ...trackerLimits(config) });
+    ? new CapturingTracker({ sink: fanout, logger, capture, readRunContext, ...trackerLimits(config) })
+    : new SectionTracker({ sink: fanout, logger, readRunContext, ...trackerLimits(config) });
   const normalize = { zone: resolveZone(config.timezone), maxStringLength: config.maxAttributeLength };
   const pipeline = new Pipeline({ normalize, tracker, health, logger });
 
@@ -219,7 +219,7 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   // The job's CI run, from its runinfo env.txt: easypy may write it just after the socket appears, so it is
   // looked for again a few times before the job's identity (and trace) is fixed by the suite's start.
   const noteRunContext = (conn: ConnectionInfo, attempt: number): void => {
-    const context = readRunContext(conn.path);
+    const context = readRunContext(dirname(conn.path));
     if (context === undefined) {
       if (attempt < RUN_CONTEXT_ATTEMPTS) {
         setTimeout(() => {

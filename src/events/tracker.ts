@@ -57,6 +57,12 @@ export interface TrackerOptions {
    * has a few dozen open at a time. Default 100,000.
    */
   maxOpenSections?: number;
+  /**
+   * Reads the CI run a job's runinfo directory names (its env.txt), for a stream whose context has a
+   * `runinfoDir` but no CI run yet: asked once per job, just before its first record goes out, because
+   * easypy writes env.txt only a moment before the first task starts and a poll would often come too late.
+   */
+  readRunContext?: (runinfoDir: string) => StreamContext | undefined;
 }
 
 export interface TrackerStats {
@@ -241,6 +247,7 @@ export class SectionTracker {
   private readonly maxPending: number;
   private readonly maxHeldOrphans: number;
   private readonly maxOpenSections: number;
+  private readonly readRunContext: ((runinfoDir: string) => StreamContext | undefined) | undefined;
 
   constructor(options: TrackerOptions) {
     this.sink = options.sink;
@@ -249,6 +256,7 @@ export class SectionTracker {
     this.maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
     this.maxHeldOrphans = options.maxHeldOrphans ?? DEFAULT_MAX_HELD_ORPHANS;
     this.maxOpenSections = options.maxOpenSections ?? DEFAULT_MAX_OPEN_SECTIONS;
+    this.readRunContext = options.readRunContext;
   }
 
   stats(): TrackerStats {
@@ -700,6 +708,7 @@ export class SectionTracker {
 
   /** Fills in the run's identity and the span ids, then hands the record to the sinks. */
   private deliver(job: JobState, record: FinishedSection, linkSeq: LinkSeq): void {
+    if (!job.delivered) this.lookForRunContext(job);
     const info = this.jobInfo(job);
     job.delivered = true;
     record.job = info;
@@ -715,6 +724,16 @@ export class SectionTracker {
       else record.parentSpanId = parent.spanId ??= spanIdFor(info.runId, link);
     }
     this.sink.sectionFinished(record);
+  }
+
+  /** The last chance for a job to join its CI's trace: its trace id is about to go out. */
+  private lookForRunContext(job: JobState): void {
+    const context = this.contexts.get(job.streamId);
+    if (this.readRunContext === undefined || context?.runinfoDir === undefined || context.ci !== undefined) {
+      return;
+    }
+    const found = this.readRunContext(context.runinfoDir);
+    if (found?.ci !== undefined) this.setStreamContext(job.streamId, { ci: found.ci });
   }
 
   private jobInfo(job: JobState): JobInfo {

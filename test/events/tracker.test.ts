@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SectionTracker } from '../../src/events/tracker.js';
 import type {
@@ -8,6 +12,7 @@ import type {
   StartedSection,
 } from '../../src/events/types.js';
 import { silentLogger } from '../../src/log.js';
+import { readRunContext } from '../../src/reporter/runinfo.js';
 import { spanIdFor, traceIdFor } from '../../src/events/ids.js';
 
 class RecordingSink implements SectionSink {
@@ -966,6 +971,77 @@ describe('SectionTracker with a real pyATS 23.2 job', () => {
     const later = sink.finished.filter((s) => s.job.jobId === 'job.2');
     expect(new Set(later.map((s) => s.job.traceId)).size).toBe(1);
     expect(later[0]?.job.traceId).not.toBe(parent.traceId);
+  });
+
+  it("reads the runinfo's env.txt just before a job's first span, when a poll would come too late", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pyx-runinfo-'));
+    try {
+      const sink = new RecordingSink();
+      const tracker = new SectionTracker({ sink, logger: silentLogger(), readRunContext });
+      const send = (e: Partial<SectionEvent> & Pick<SectionEvent, 'phase' | 'type' | 'seqNum'>) =>
+        tracker.onEvent('native', { event: `${e.phase}_${e.type.toLowerCase()}`, ...e });
+      tracker.setStreamContext('native', { runinfoDir: dir });
+      send({ phase: 'start', type: 'TestSuite', seqNum: 1, id: 'job.1', name: 'job', startTime: T0 });
+      // Easypy writes env.txt after the suite started and before the first task: no poll has seen it yet.
+      writeFileSync(
+        join(dir, 'env.txt'),
+        'Environment Variables\n=====================\n' +
+          'TRACEPARENT : 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n\nPackages\n',
+      );
+      send({ phase: 'start', type: 'Task', seqNum: 2, parentSeqNum: 1, id: 'T', startTime: T0 + 1 });
+      send({
+        phase: 'stop',
+        type: 'Task',
+        seqNum: 2,
+        parentSeqNum: 1,
+        stopTime: T0 + 2,
+        result: { value: 'passed' },
+      });
+      send({ phase: 'stop', type: 'TestSuite', seqNum: 1, stopTime: T0 + 3 });
+      expect(sink.finished.map((s) => s.job.traceId)).toEqual([
+        '4bf92f3577b34da6a3ce929d0e0e4736',
+        '4bf92f3577b34da6a3ce929d0e0e4736',
+      ]);
+      expect(sink.bySeq(1).parentSpanId).toBe('00f067aa0ba902b7');
+      expect(sink.bySeq(1).job.runinfoDir).toBe(dir);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('goes on without a CI context when the runinfo has no env.txt, or a FIFO in its place', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pyx-runinfo-'));
+    try {
+      for (const [stream, fifo] of [
+        ['none', false],
+        ['fifo', true],
+      ] as const) {
+        if (fifo) execFileSync('mkfifo', [join(dir, 'env.txt')]);
+        const sink = new RecordingSink();
+        const tracker = new SectionTracker({ sink, logger: silentLogger(), readRunContext });
+        tracker.setStreamContext(stream, { runinfoDir: dir });
+        tracker.onEvent(stream, {
+          event: 'start_testsuite',
+          phase: 'start',
+          type: 'TestSuite',
+          seqNum: 1,
+          id: 'j',
+          startTime: T0,
+        });
+        tracker.onEvent(stream, {
+          event: 'stop_testsuite',
+          phase: 'stop',
+          type: 'TestSuite',
+          seqNum: 1,
+          stopTime: T0 + 1,
+        });
+        const [suite] = sink.finished;
+        expect(suite?.job.traceId).toBe(traceIdFor(suite!.job.runId));
+        expect(suite?.parentSpanId).toBeUndefined();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('does not count a section that starts after its job finished as in progress', () => {
