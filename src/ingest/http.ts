@@ -1,5 +1,6 @@
 // `POST /api/v1/events`: NDJSON (or a JSON array) of event dicts into the pipeline, with an optional bearer
-// token and a body size limit; answers how many events were accepted and, per rejected line, why.
+// token and a body size limit; answers how many events were accepted and, per rejected line, why. A hello
+// line's `env` (the job's CI variables) becomes the keyed stream's context, so the job joins the CI trace.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express from 'express';
 import type { Logger } from '../log.js';
@@ -179,9 +180,21 @@ export function createHttpIngest(options: HttpIngestOptions): HttpIngest {
               : `hello names stream "${clip(control.stream, 60)}" but the request names "${clip(key ?? '', 60)}"`;
             target.reject(streamId(), HTTP_SOURCE, 'bad_control', detail);
             refuse(position, 'bad_control', detail);
-          } else if (key === undefined) {
-            key = control.stream;
-            current = streams.touch(key);
+          } else {
+            if (key === undefined) {
+              key = control.stream;
+              current = streams.touch(key);
+            }
+            if (control.envProblem !== undefined) {
+              target.reject(streamId(), HTTP_SOURCE, 'bad_control', control.envProblem);
+              refuse(position, 'bad_control', control.envProblem);
+            } else if (control.ci !== undefined) {
+              target.setStreamContext(streamId(), { ci: control.ci });
+              logger.info(
+                { stream: streamId(), ci: control.ci.system, trace_id: control.ci.parent?.traceId },
+                'job runs in CI',
+              );
+            }
           }
         } else if (control.kind === 'end') {
           endCurrent();

@@ -2,21 +2,24 @@
 // line into an event value (the PyValue model the normalizer takes) or a control message, and the table of
 // keyed streams that lets one job's events arrive over many requests or reconnections.
 import { randomUUID } from 'node:crypto';
+import { ciContext, type CiContext, type StreamContext } from '../events/index.js';
 import type { Logger } from '../log.js';
 import type { PyDict, PyValue } from '../python/index.js';
 
-/** Where ingest sources send what they read; `Pipeline` is one. */
 /** Why the pipeline refused an event (normalizer or tracker), as counted in `events_rejected_total`. */
 export interface IngestRefusal {
   reason: string;
   detail: string;
 }
 
+/** Where ingest sources send what they read; `Pipeline` is one. */
 export interface IngestTarget {
   /** Counts, normalizes and tracks one event; returns why it was refused, if it was. */
   ingest(streamId: string, source: string, raw: unknown): IngestRefusal | undefined;
   reject(streamId: string, source: string, reason: string, detail: string): void;
   endStream(streamId: string): void;
+  /** What the writer said of the stream's job beyond its events (its CI run, from a hello's `env`). */
+  setStreamContext(streamId: string, context: StreamContext): void;
 }
 
 /** Why a line never became an event. Stable: used as the `reason` label of rejected events. */
@@ -25,10 +28,20 @@ export type LineRejectReason = (typeof LINE_REJECT_REASONS)[number];
 
 /**
  * Control lines: objects with a `control` key and no `event` key (an event dict always has `event`).
- * `hello` names the stream (the job key) a connection or request belongs to; `end` ends the stream now;
- * `ping` only keeps a keyed stream from idling out.
+ * `hello` names the stream (the job key) a connection or request belongs to, and may carry the job's CI
+ * variables as `env` (see `helloEnv`); `end` ends the stream now; `ping` only keeps a keyed stream from idling
+ * out. Other keys of a control line are ignored, so a writer may send `env` to an exporter that predates it.
  */
-export type IngestControl = { kind: 'hello'; stream: string } | { kind: 'end' } | { kind: 'ping' };
+export type IngestControl = HelloControl | { kind: 'end' } | { kind: 'ping' };
+
+export interface HelloControl {
+  kind: 'hello';
+  stream: string;
+  /** The CI run named by the hello's `env` (TRACEPARENT, Jenkins / GitHub Actions / GitLab CI variables). */
+  ci?: CiContext;
+  /** Why the hello's `env` was ignored (the stream key still holds): a `bad_control` rejection to count. */
+  envProblem?: string;
+}
 
 export type IngestItem =
   | { kind: 'event'; value: PyValue }
@@ -36,6 +49,11 @@ export type IngestItem =
   | { kind: 'invalid'; reason: LineRejectReason; detail: string };
 
 export const MAX_STREAM_KEY_LENGTH = 256;
+/** Bounds of a hello's `env`: the CI variables src/events/ci.ts reads are 17 short ones. */
+export const MAX_ENV_VARIABLES = 64;
+export const MAX_ENV_NAME_LENGTH = 128;
+export const MAX_ENV_VALUE_LENGTH = 4096;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 
@@ -89,7 +107,7 @@ function controlItem(value: Record<string, unknown>): IngestItem {
           detail: `hello needs "stream": 1 to ${MAX_STREAM_KEY_LENGTH} characters, no control characters`,
         };
       }
-      return { kind: 'control', control: { kind: 'hello', stream } };
+      return { kind: 'control', control: { kind: 'hello', stream, ...helloEnv(value['env']) } };
     }
     case 'end':
       return { kind: 'control', control: { kind: 'end' } };
@@ -102,6 +120,37 @@ function controlItem(value: Record<string, unknown>): IngestItem {
         detail: `unknown control ${clip(JSON.stringify(control) ?? 'undefined', 60)} (expected hello, end, ping)`,
       };
   }
+}
+
+/**
+ * A hello's `env`: the job's environment variables that name its CI run, as the bridge reads them from the
+ * job's env.txt (or easypy's own environment), `{"TRACEPARENT": "00-…", "GITHUB_RUN_ID": "42", …}`. An object
+ * of at most MAX_ENV_VARIABLES string values; anything else is ignored as a whole, with the reason. Only the
+ * variables `ciContext` reads are kept (as the context they make), never the rest.
+ */
+export function helloEnv(env: unknown): { ci?: CiContext; envProblem?: string } {
+  if (env === undefined) return {};
+  const problem = (detail: string): { envProblem: string } => ({
+    envProblem: `hello "env" ignored: ${detail}`,
+  });
+  if (!isObject(env)) return problem('not an object of strings');
+  const entries = Object.entries(env);
+  if (entries.length > MAX_ENV_VARIABLES) {
+    return problem(`${entries.length} variables, over the limit of ${MAX_ENV_VARIABLES}`);
+  }
+  const variables = new Map<string, string>();
+  for (const [name, value] of entries) {
+    if (name.length > MAX_ENV_NAME_LENGTH || !ENV_NAME.test(name)) {
+      return problem(`${JSON.stringify(clip(name, 60))} is not a variable name`);
+    }
+    if (typeof value !== 'string') return problem(`${name} is not a string`);
+    if (value.length > MAX_ENV_VALUE_LENGTH) {
+      return problem(`${name} is ${value.length} characters, over the limit of ${MAX_ENV_VALUE_LENGTH}`);
+    }
+    variables.set(name, value);
+  }
+  const ci = ciContext(variables);
+  return ci === undefined ? {} : { ci };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -1,8 +1,10 @@
 // `--ingest-socket PATH`: a Unix socket server taking NDJSON event streams from many writers at once (the
 // bridge, scripts). Each connection is one tracker stream, ended when the connection closes — unless its
 // first line names a job key (`{"control":"hello","stream":KEY}`), which lets the writer reconnect mid-job.
+// A hello's `env` (the job's CI variables) becomes the keyed stream's context, so the job joins the CI trace.
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import type { CiContext } from '../events/index.js';
 import type { Logger } from '../log.js';
 import { yieldAfterChunk } from '../pacing.js';
 import {
@@ -51,6 +53,8 @@ interface Writer {
   splitter: LineSplitter;
   /** The job key from a hello line, when there was one. */
   key: string | undefined;
+  /** The CI run the hello's `env` named: the context of the keyed stream each time it opens. */
+  ci: CiContext | undefined;
   /** The keyed stream has had traffic since its last `end`. */
   keyedOpen: boolean;
   /** Stream of an unkeyed connection (created at the first line). */
@@ -162,6 +166,7 @@ export class IngestSocketServer {
       socket,
       splitter: new LineSplitter(this.options.maxLineBytes),
       key: undefined,
+      ci: undefined,
       keyedOpen: false,
       anonymous: undefined,
       lines: 0,
@@ -191,8 +196,13 @@ export class IngestSocketServer {
 
   private streamOf(writer: Writer): string {
     if (writer.key !== undefined) {
+      const streamId = this.streams.touch(writer.key);
+      // Given at the stream's first traffic, not at the hello: a stream that never opens holds no context.
+      if (!writer.keyedOpen && writer.ci !== undefined) {
+        this.options.target.setStreamContext(streamId, { ci: writer.ci });
+      }
       writer.keyedOpen = true;
-      return this.streams.touch(writer.key);
+      return streamId;
     }
     return (writer.anonymous ??= anonymousStreamId('ndjson-socket:'));
   }
@@ -220,15 +230,31 @@ export class IngestSocketServer {
     }
     const control = item.control;
     if (control.kind === 'hello') {
-      if (writer.lines === 1) {
-        writer.key = control.stream;
-      } else if (writer.key !== control.stream) {
+      if (writer.lines !== 1 && writer.key !== control.stream) {
         target.reject(
           this.streamOf(writer),
           SOCKET_SOURCE,
           'bad_control',
           `hello "${clip(control.stream, 60)}" must be the first line of a connection`,
         );
+        return;
+      }
+      writer.key = control.stream;
+      // A later hello of the same stream may bring the `env` the writer has only now found (the bridge
+      // script reads env.txt, which easypy writes a moment after the job starts).
+      if (control.envProblem !== undefined) {
+        target.reject(this.streamOf(writer), SOCKET_SOURCE, 'bad_control', control.envProblem);
+      } else if (control.ci !== undefined) {
+        writer.ci = control.ci;
+        this.options.logger.info(
+          {
+            stream: this.streams.streamIdOf(control.stream),
+            ci: control.ci.system,
+            trace_id: control.ci.parent?.traceId,
+          },
+          'job runs in CI',
+        );
+        if (writer.keyedOpen) target.setStreamContext(this.streamOf(writer), { ci: control.ci });
       }
     } else if (control.kind === 'end') {
       if (writer.key !== undefined && writer.keyedOpen) this.streams.end(writer.key);
@@ -237,8 +263,7 @@ export class IngestSocketServer {
       // Later events on this connection belong to a new job.
       writer.anonymous = undefined;
     } else if (writer.key !== undefined) {
-      writer.keyedOpen = true;
-      this.streams.touch(writer.key);
+      this.streamOf(writer);
     }
   }
 }

@@ -12,7 +12,7 @@ import { createCore, until } from './inprocess.js';
 const NORMALIZE = { zone: resolveZone('UTC'), maxStringLength: 4096 };
 
 interface Call {
-  op: 'ingest' | 'reject' | 'end';
+  op: 'ingest' | 'reject' | 'end' | 'context';
   stream: string;
   detail?: unknown;
 }
@@ -29,6 +29,7 @@ function recorder(): IngestTarget & { calls: Call[] } {
     },
     reject: (stream, _source, reason) => calls.push({ op: 'reject', stream, detail: reason }),
     endStream: (stream) => calls.push({ op: 'end', stream }),
+    setStreamContext: (stream, context) => calls.push({ op: 'context', stream, detail: context }),
   };
 }
 
@@ -298,5 +299,43 @@ describe('POST /api/v1/events', () => {
     expect(new Set(spans.map((s) => s.traceId)).size).toBe(1);
     expect(spans[1]?.parentSpanId).toBe(spans[0]?.spanId);
     expect(core.received.get('ndjson_http')).toBe(4);
+  });
+
+  it("joins the CI trace a hello's env names, sent in a later request before the job's first stop", async () => {
+    const traceId = '0af7651916cd43dd8448eb211c80319c';
+    const spanId = 'b7ad6b7169203331';
+    const core = createCore();
+    const { url } = await serve(core.pipeline);
+    const suite = { type: 'TestSuite', id: 'ci_job', seq_num: 1 };
+    const times = { starttime: '2024-05-01T10:00:00Z' };
+    const stop = { ...times, stoptime: '2024-05-01T10:00:05Z', result: { value: 'passed' } };
+    const headers = { 'x-pyats-stream': 'ci_job-run' };
+    await post(url, ndjson({ event: 'start_testsuite', ...suite, ...times }), headers);
+    const env = {
+      TRACEPARENT: `00-${traceId}-${spanId}-01`,
+      GITHUB_ACTIONS: 'true',
+      GITHUB_RUN_ID: '99',
+      GITHUB_REPOSITORY: 'lab/tests',
+    };
+    const late = await post(
+      url,
+      ndjson({ control: 'hello', stream: 'ci_job-run', env }, { event: 'stop_testsuite', ...suite, ...stop }),
+      { ...headers, 'x-pyats-stream-end': '1' },
+    );
+    expect(late.json).toMatchObject({ accepted: 1, rejected: [] });
+    const [root] = core.summaries();
+    expect(root).toMatchObject({ traceId, parentSpanId: spanId });
+    expect(core.spans[0]?.attributes).toMatchObject({
+      'cicd.pipeline.run.id': '99',
+      'cicd.pipeline.task.run.url.full': 'https://github.com/lab/tests/actions/runs/99',
+    });
+    // An env that is not an object of strings is refused by line, and counted.
+    const bad = await post(url, ndjson({ control: 'hello', stream: 'other', env: { TRACEPARENT: 1 } }));
+    expect(bad.json).toMatchObject({
+      rejected: [
+        { line: 1, reason: 'bad_control', detail: 'hello "env" ignored: TRACEPARENT is not a string' },
+      ],
+    });
+    expect(core.rejected.get('bad_control')).toBe(1);
   });
 });

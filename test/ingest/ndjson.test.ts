@@ -5,6 +5,9 @@ import { resolveZone } from '../../src/events/timezone.js';
 import {
   KeyedStreams,
   LineSplitter,
+  MAX_ENV_VALUE_LENGTH,
+  MAX_ENV_VARIABLES,
+  helloEnv,
   isValidStreamKey,
   itemOf,
   parseLine,
@@ -143,6 +146,49 @@ describe('parseLine', () => {
     expect(toItem({ event: 'start_step', control: 'end' })).toMatchObject({ kind: 'event' });
   });
 
+  it("keeps of a hello's env only the CI run it names, and refuses an env that is not a small map of strings", () => {
+    const parent = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', sampled: true };
+    const env = {
+      TRACEPARENT: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      GITLAB_CI: 'true',
+      CI_PIPELINE_ID: '77',
+      CI_JOB_URL: 'https://gitlab.example.com/lab/-/jobs/9',
+      AWS_SECRET_ACCESS_KEY: 'never-kept',
+    };
+    expect(parseLine(JSON.stringify({ control: 'hello', stream: 'j', env }))).toEqual({
+      kind: 'control',
+      control: {
+        kind: 'hello',
+        stream: 'j',
+        ci: {
+          parent,
+          system: 'gitlab_ci',
+          runId: '77',
+          taskRunUrl: 'https://gitlab.example.com/lab/-/jobs/9',
+        },
+      },
+    });
+    // Outside CI the env names nothing: the hello is a plain one.
+    expect(helloEnv({ HOME: '/root' })).toEqual({});
+    for (const [bad, why] of [
+      ['TRACEPARENT=00-…', 'not an object of strings'],
+      [{ TRACEPARENT: 7 }, 'TRACEPARENT is not a string'],
+      [{ 'BAD NAME': 'x' }, '"BAD NAME" is not a variable name'],
+      [{ TRACEPARENT: 'x'.repeat(MAX_ENV_VALUE_LENGTH + 1) }, 'over the limit of 4096'],
+      [
+        Object.fromEntries(Array.from({ length: MAX_ENV_VARIABLES + 1 }, (_, i) => [`V${i}`, ''])),
+        '65 variables',
+      ],
+    ] as const) {
+      const item = parseLine(JSON.stringify({ control: 'hello', stream: 'j', env: bad }));
+      // The stream key still holds; the env is ignored as a whole, with the reason to count.
+      expect(item).toMatchObject({ kind: 'control', control: { kind: 'hello', stream: 'j' } });
+      const control = (item as { control: { ci?: unknown; envProblem?: string } }).control;
+      expect(control.ci).toBeUndefined();
+      expect(control.envProblem).toContain(why);
+    }
+  });
+
   it('turns a too-long split line into a rejection', () => {
     expect(itemOf({ line: 3, tooLongBytes: 99 }, 10)).toMatchObject({
       kind: 'invalid',
@@ -166,7 +212,13 @@ describe('KeyedStreams', () => {
 
   function recorder(): IngestTarget & { ended: string[] } {
     const ended: string[] = [];
-    return { ended, ingest: () => undefined, reject: () => {}, endStream: (id) => ended.push(id) };
+    return {
+      ended,
+      ingest: () => undefined,
+      reject: () => {},
+      endStream: (id) => ended.push(id),
+      setStreamContext: () => {},
+    };
   }
 
   it('ends a stream after it has been idle, and not while it has traffic', () => {

@@ -181,6 +181,66 @@ describe('IngestSocketServer', () => {
     expect(core.rejected.size).toBe(0);
   });
 
+  it("puts a keyed stream's job into the CI trace its hello's env names, also from a later hello", async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const spanId = '00f067aa0ba902b7';
+    const env = { TRACEPARENT: `00-${traceId}-${spanId}-01`, JENKINS_URL: 'https://ci/', JOB_NAME: 'lab' };
+    const core = createCore();
+    const server = await startServer(core.pipeline);
+    // From the first line (the plugin has its environment at once).
+    const first = await connect(server.path);
+    const atOnce = [
+      JSON.stringify({ control: 'hello', stream: 'lab:a', env }),
+      ...jobLines('job_a', 1_700_000_000),
+    ];
+    await write(first, atOnce.join('\n') + '\n{"control":"end"}\n');
+    // From a second hello before the first section stops (the script finds env.txt a moment late); an env
+    // that is not a map of strings is counted and the job keeps a trace of its own.
+    const late = jobLines('job_b', 1_700_000_100);
+    const second = await connect(server.path);
+    await write(
+      second,
+      [
+        JSON.stringify({ control: 'hello', stream: 'lab:b' }),
+        ...late.slice(0, 3),
+        JSON.stringify({ control: 'hello', stream: 'lab:b', env }),
+        ...late.slice(3),
+        '{"control":"end"}',
+      ].join('\n') + '\n',
+    );
+    const third = await connect(server.path);
+    await write(
+      third,
+      [
+        JSON.stringify({ control: 'hello', stream: 'lab:c', env: ['TRACEPARENT'] }),
+        ...jobLines('job_c', 1_700_000_200),
+      ].join('\n') + '\n',
+    );
+    await closeSocket(third);
+    await closeSocket(second);
+    await closeSocket(first);
+    await until('all spans', () => (core.spans.length === 12 ? true : undefined));
+    const byJob = (job: string) =>
+      core.spans
+        .filter((span) => span.attributes['pyats.job.id'] === job)
+        .map((span) => ({
+          traceId: span.spanContext().traceId,
+          parentSpanId: span.parentSpanContext?.spanId,
+          type: span.attributes['pyats.section.type'],
+        }));
+    for (const job of ['job_a', 'job_b']) {
+      const spans = byJob(job);
+      expect(spans, job).toHaveLength(4);
+      expect(new Set(spans.map((s) => s.traceId)), job).toEqual(new Set([traceId]));
+      expect(spans.find((s) => s.type === 'TestSuite')?.parentSpanId, job).toBe(spanId);
+    }
+    const other = byJob('job_c');
+    expect(other).toHaveLength(4);
+    expect(other[0]?.traceId).not.toBe(traceId);
+    expect(other.find((s) => s.type === 'TestSuite')?.parentSpanId).toBeUndefined();
+    expect(core.rejected.get('bad_control')).toBe(1);
+  });
+
   it('rejects a too-long line and bad JSON, and goes on with the connection', async () => {
     const core = createCore();
     const server = await startServer(core.pipeline, { maxLineBytes: 300 });
