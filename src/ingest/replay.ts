@@ -1,14 +1,15 @@
 // Backfill (`pyats-exporter replay FILE...`): feeds finished jobs through the pipeline as if they ran live —
 // a results.json / results.yaml, a pyATS archive .zip holding one, a runinfo directory, an exporter capture
 // (`--capture`), or plain NDJSON of event dicts — one tracker stream per job, ended at the end of its file.
-// Also the small progress display of the command.
+// An archive or runinfo directory also holds easypy's env.txt: the CI run it names becomes the stream's
+// context, so the replayed job joins the CI trace as the live export did. Also the command's progress display.
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { unzipSync } from 'fflate';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import { toEpochMs, type Zone } from '../events/index.js';
+import { ciContext, parseEnvTxt, toEpochMs, type StreamContext, type Zone } from '../events/index.js';
 import { isPyDict } from '../python/index.js';
 import { CaptureError, isCaptureHeader, parseCaptureLine } from './capture.js';
 import { LineSplitter, itemOf, type IngestTarget } from './ndjson.js';
@@ -132,6 +133,12 @@ const DEFAULT_MAX_LINE_BYTES = 1024 * 1024;
 const DEFAULT_MAX_RESULTS_BYTES = 512 * 1024 * 1024;
 const MAX_LINE_PROBLEMS = 20;
 const RESULTS_NAMES = ['results.json', 'results.yaml'];
+/** Easypy's record of the job's environment, beside the report (observed on pyATS 23.2 archives). */
+const ENV_NAME = 'env.txt';
+/** env.txt is ~20 KB; as src/reporter/runinfo.ts, only its start is read (the variables precede the packages). */
+const ENV_READ_BYTES = 1 << 20;
+/** A larger env.txt in an archive is not inflated at all: the replay goes on without the CI context. */
+const ENV_MAX_INFLATED_BYTES = 16 << 20;
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 const SNIFF_BYTES = 64 * 1024;
 
@@ -235,6 +242,12 @@ class Feeder {
     if (isSuiteStart(raw)) this.replay.jobs += 1;
     this.sinceFlush += 1;
     if (this.sinceFlush >= (this.options.flushEvery ?? DEFAULT_FLUSH_EVERY)) await this.pace(true);
+  }
+
+  /** The job's context (its CI run) for a stream, before its first event; the stream then ends with the file. */
+  setContext(streamId: string, context: StreamContext): void {
+    this.open.add(streamId);
+    this.target.setStreamContext(streamId, context);
   }
 
   badLine(streamId: string, line: number, reason: string, message: string): void {
@@ -342,7 +355,15 @@ async function replayOne(
     replay.kind = 'results';
     replay.member = basename(member);
     feeder.setSize((await stat(member)).size);
-    await replayResultsText(await readText(member, file, options), formatOf(member), file, feeder, options);
+    const context = contextOf(await readEnvInDirectory(file));
+    await replayResultsText(
+      await readText(member, file, options),
+      formatOf(member),
+      file,
+      feeder,
+      options,
+      context,
+    );
     return;
   }
   feeder.setSize(info.size);
@@ -350,9 +371,9 @@ async function replayOne(
   const kind = sniff(file, head);
   replay.kind = kind;
   if (kind === 'archive') {
-    const { name, text } = await resultsFromArchive(file, options);
+    const { name, text, envText } = await resultsFromArchive(file, options);
     replay.member = name;
-    await replayResultsText(text, formatOf(name), file, feeder, options);
+    await replayResultsText(text, formatOf(name), file, feeder, options, contextOf(envText));
   } else if (kind === 'results') {
     await replayResultsText(await readText(file, file, options), formatOf(file), file, feeder, options);
   } else {
@@ -428,14 +449,37 @@ async function findResultsInDirectory(dir: string): Promise<string> {
   throw new ReplayError('no_results', dir, `a directory without ${RESULTS_NAMES.join(' or ')}`);
 }
 
+/** The start of a runinfo directory's env.txt; undefined when there is none or it cannot be read. */
+async function readEnvInDirectory(dir: string): Promise<string | undefined> {
+  let handle;
+  try {
+    handle = await open(join(dir, ENV_NAME), 'r');
+    if (!(await handle.stat()).isFile()) return undefined;
+    const buffer = Buffer.alloc(ENV_READ_BYTES);
+    const { bytesRead } = await handle.read(buffer, 0, ENV_READ_BYTES, 0);
+    return buffer.toString('utf8', 0, bytesRead);
+  } catch {
+    return undefined;
+  } finally {
+    await handle?.close();
+  }
+}
+
+/** The CI run an env.txt names, as the stream context the native socket would have set; else undefined. */
+function contextOf(envText: string | undefined): StreamContext | undefined {
+  if (envText === undefined) return undefined;
+  const ci = ciContext(parseEnvTxt(envText));
+  return ci === undefined ? undefined : { ci };
+}
+
 /**
  * The report inside a pyATS archive: the shallowest `results.json` (else `results.yaml`), whether at the top
- * or under the job's runinfo folder. Only that member is inflated.
+ * or under the job's runinfo folder, and the env.txt beside it. Only those members are inflated.
  */
 async function resultsFromArchive(
   file: string,
   options: ReplayOptions,
-): Promise<{ name: string; text: string }> {
+): Promise<{ name: string; text: string; envText?: string }> {
   const limit = options.maxResultsBytes ?? DEFAULT_MAX_RESULTS_BYTES;
   let bytes: Uint8Array;
   try {
@@ -444,12 +488,16 @@ async function resultsFromArchive(
     throw new ReplayError('unreadable', file, (error as Error).message);
   }
   const members: { name: string; size: number }[] = [];
+  const envMembers: { name: string; size: number }[] = [];
   let entries: Record<string, Uint8Array>;
+  let envName: string | undefined;
   try {
     unzipSync(bytes, {
       filter: (entry) => {
         if (RESULTS_NAMES.includes(basename(entry.name))) {
           members.push({ name: entry.name, size: entry.originalSize });
+        } else if (basename(entry.name) === ENV_NAME) {
+          envMembers.push({ name: entry.name, size: entry.originalSize });
         }
         return false;
       },
@@ -461,14 +509,21 @@ async function resultsFromArchive(
     if (chosen.size > limit) {
       throw new ReplayError('bad_results', file, `${chosen.name} of ${chosen.size} bytes is over ${limit}`);
     }
-    entries = unzipSync(bytes, { filter: (entry) => entry.name === chosen.name });
+    envName = envMembers.find(
+      (env) => dirname(env.name) === dirname(chosen.name) && env.size <= ENV_MAX_INFLATED_BYTES,
+    )?.name;
+    entries = unzipSync(bytes, { filter: (entry) => entry.name === chosen.name || entry.name === envName });
   } catch (error) {
     if (error instanceof ReplayError) throw error;
     throw new ReplayError('bad_archive', file, `not a readable zip archive (${(error as Error).message})`);
   }
-  const [name, data] = Object.entries(entries)[0] ?? [];
+  const name = Object.keys(entries).find((member) => member !== envName);
+  const data = name === undefined ? undefined : entries[name];
   if (name === undefined || data === undefined) throw new ReplayError('bad_archive', file, 'member vanished');
-  return { name, text: new TextDecoder('utf-8').decode(data).replace(/^\uFEFF/, '') };
+  const env = envName === undefined ? undefined : entries[envName];
+  const text = new TextDecoder('utf-8').decode(data).replace(/^\uFEFF/, '');
+  if (env === undefined) return { name, text };
+  return { name, text, envText: Buffer.from(env.subarray(0, ENV_READ_BYTES)).toString('utf8') };
 }
 
 function pickResultsMember(
@@ -487,6 +542,7 @@ async function replayResultsText(
   file: string,
   feeder: Feeder,
   options: ReplayOptions,
+  context?: StreamContext,
 ): Promise<void> {
   let doc: unknown;
   if (format === 'yaml') {
@@ -529,6 +585,7 @@ async function replayResultsText(
   // A report is read whole: a section it lists without stoptime (a crashed job) ends at the report's last time.
   for (const event of events) feeder.noteTimes(event);
   const stream = feeder.stream();
+  if (context !== undefined) feeder.setContext(stream, context);
   feeder.holdClock();
   try {
     for (const event of events) await feeder.ingest(stream, event);
@@ -559,8 +616,13 @@ async function replayLines(
     if (item === undefined) return;
     if (item.kind === 'invalid') feeder.badLine(current, split.line, item.reason, item.detail);
     else if (item.kind === 'event') await feeder.ingest(current, item.value);
-    else if (item.control.kind === 'hello') current = feeder.stream(`key:${item.control.stream}`);
-    else if (item.control.kind === 'end') feeder.endStream(current);
+    else if (item.control.kind === 'hello') {
+      const hello = item.control;
+      current = feeder.stream(`key:${hello.stream}`);
+      if (hello.envProblem !== undefined)
+        feeder.badLine(current, split.line, 'bad_control', hello.envProblem);
+      else if (hello.ci !== undefined) feeder.setContext(current, { ci: hello.ci });
+    } else if (item.control.kind === 'end') feeder.endStream(current);
   };
   const input = createReadStream(file);
   try {

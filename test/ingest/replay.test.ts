@@ -3,9 +3,11 @@
 // progress display, real pyATS 23.2 jobs (recorded live, test/fixtures/real-pyats) against their results.json,
 // and a CPython stand-in job exported live and then replayed from its results.json.
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { strToU8, zipSync } from 'fflate';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SinkFanout } from '../../src/events/fanout.js';
@@ -58,7 +60,6 @@ interface Expected {
 }
 
 async function readJson<T>(name: string): Promise<T> {
-  const { readFile } = await import('node:fs/promises');
   return JSON.parse(await readFile(fixture(name), 'utf8')) as T;
 }
 
@@ -255,6 +256,40 @@ describe('replayFiles: results.json', () => {
     const summary = await h.replay([fixture('variant_toplevel.zip')]);
     expect(summary.files[0]).toMatchObject({ kind: 'archive', member: 'results.json' });
     expectTree(h.sink.ofJob('variant_job'), variant);
+  });
+
+  it("puts a job into the CI trace its runinfo's env.txt names, beside the report in a directory or a zip", async () => {
+    const traceId = '0af7651916cd43dd8448eb211c80319c';
+    const spanId = 'b7ad6b7169203331';
+    const envTxt =
+      'Environment Variables\n=====================\n' +
+      `TRACEPARENT    : 00-${traceId}-${spanId}-01\nJENKINS_URL    : https://jenkins.lab/\n` +
+      'BUILD_URL      : https://jenkins.lab/job/nightly/12/\nJOB_NAME       : nightly\nBUILD_NUMBER   : 12\n\n';
+    const results = await readFile(fixture('example_job.results.json'));
+    const dir = join(tempDir(), 'example_job.2024May01_17:29:59.000000');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'results.json'), results);
+    writeFileSync(join(dir, 'env.txt'), envTxt);
+    const zip = join(tempDir(), 'example_job.zip');
+    // An env.txt elsewhere in the archive is another job's: only the one beside the report counts.
+    writeFileSync(
+      zip,
+      zipSync({
+        'results.json': results,
+        'env.txt': strToU8(envTxt),
+        'other/env.txt': strToU8(
+          'Environment Variables\n===\nTRACEPARENT : 00-' + '1'.repeat(32) + '-' + '2'.repeat(16) + '-01\n',
+        ),
+      }),
+    );
+    for (const file of [dir, zip]) {
+      const h = harness();
+      expect((await h.replay([file])).failed, file).toBe(0);
+      expect(new Set(h.sink.finished.map((s) => s.job.traceId)), file).toEqual(new Set([traceId]));
+      const root = h.sink.finished.find((s) => s.type === 'TestSuite');
+      expect(root?.parentSpanId, file).toBe(spanId);
+      expect(root?.job.ci, file).toMatchObject({ system: 'jenkins', pipelineName: 'nightly', runId: '12' });
+    }
   });
 
   it('replays a variant: bare TestSuite, plugins listed, ISO times with offsets, string results', async () => {
