@@ -11,6 +11,7 @@ import sys
 import threading
 
 from .bridge import Bridge, default_stream_key
+from .context import SOURCES as CI_ENV_SOURCES
 from .logs import DEFAULT_MAX_BYTES, MODES
 
 TOKEN_ENV = 'PYATS_EXPORTER_TOKEN'
@@ -33,6 +34,9 @@ def parse_args(argv):
                    help="whose log lines go with the event for their span (default failed)")
     p.add_argument('--section-log-max-bytes', type=int, default=DEFAULT_MAX_BYTES,
                    help='the most of a section\'s log lines sent, its tail (default %d)' % DEFAULT_MAX_BYTES)
+    p.add_argument('--ci-env', default='runinfo', choices=list(CI_ENV_SOURCES),
+                   help="where the job's CI variables (TRACEPARENT, ...) come from: the job's runinfo env.txt "
+                        "(default), this process's environment, or none")
     p.add_argument('--log-level', default='INFO', choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'])
     args = p.parse_args(argv)
     if args.section_log_max_bytes < 64:
@@ -55,7 +59,7 @@ def main(argv=None):
         bridge = Bridge(args.reporter_socket, args.target, token=token, stream=args.stream or default_stream_key(),
                         buffer_size=args.buffer_size, batch_size=args.batch_size, heartbeat=args.heartbeat,
                         wait_timeout=args.wait_timeout or None, section_logs=args.section_logs,
-                        section_log_max_bytes=args.section_log_max_bytes)
+                        section_log_max_bytes=args.section_log_max_bytes, ci_env=args.ci_env)
     except ValueError as e:
         print('pyats_exporter_bridge: %s' % e, file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+from .context import make_context
 from .encode import encode_event, to_json
 from .logs import DEFAULT_MAX_BYTES, read_excerpt, wants_excerpt
 from .forwarder import Forwarder
@@ -55,7 +56,7 @@ def load_report_client():
 class Bridge:
     def __init__(self, reporter_socket, target, token=None, stream=None, buffer_size=10000, batch_size=500,
                  heartbeat=30.0, wait_timeout=None, send_timeout=10.0, client_class=None, section_logs='failed',
-                 section_log_max_bytes=DEFAULT_MAX_BYTES, runinfo=None):
+                 section_log_max_bytes=DEFAULT_MAX_BYTES, runinfo=None, ci_env='runinfo'):
         self.reporter_socket = reporter_socket
         # The job's log files are relative to its runinfo directory, where reporter.sock is.
         self.runinfo = runinfo or os.path.dirname(os.path.abspath(reporter_socket))
@@ -65,7 +66,10 @@ class Bridge:
         self.wait_timeout = wait_timeout
         self.client_class = client_class
         transport = parse_target(target, token=token, stream=self.stream, timeout=send_timeout)
-        self.forwarder = Forwarder(transport, buffer_size=buffer_size, batch_size=batch_size, heartbeat=heartbeat)
+        # The CI run the job belongs to: from its env.txt beside the job, or easypy's environment in the plugin.
+        context = make_context(ci_env, self.runinfo)
+        self.forwarder = Forwarder(transport, buffer_size=buffer_size, batch_size=batch_size, heartbeat=heartbeat,
+                                   context=context)
         self.events = 0
         self.encode_errors = 0
         # The subscription ended on pyATS's multi-chunk bug: events after it were lost.

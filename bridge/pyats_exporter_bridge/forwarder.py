@@ -3,7 +3,8 @@
 `submit` never blocks and never raises: when the exporter is away longer than the buffer lasts, the newest
 events are dropped and counted, and the pyATS job goes on at full speed. The sender batches lines, reconnects
 with capped exponential backoff, sends a `ping` when idle (so a keyed stream does not time out during a long
-test step) and, on close, drains the buffer and sends `end` within a deadline.
+test step) and, on close, drains the buffer and sends `end` within a deadline. Until the job's CI context is
+known (see context.py), it is asked for before each batch, and handed to the transport once it is.
 """
 
 import logging
@@ -23,8 +24,9 @@ END = control_line('end')
 
 class Forwarder:
     def __init__(self, transport, buffer_size=10000, batch_size=500, heartbeat=30.0, retry_initial=0.25,
-                 retry_max=10.0, send_end=True):
+                 retry_max=10.0, send_end=True, context=None):
         self.transport = transport
+        self.context = context
         self.batch_size = max(1, int(batch_size))
         self.heartbeat = float(heartbeat)
         self.retry_initial = float(retry_initial)
@@ -132,6 +134,8 @@ class Forwarder:
                         logger.warning('pyats-exporter bridge: %d events not delivered before the drain deadline',
                                        lost)
                     return
+                if self.context is not None:
+                    self._ask_context()
                 try:
                     self.transport.send(batch)
                 except PermanentError as e:
@@ -160,6 +164,19 @@ class Forwarder:
                 last_send = time.monotonic()
         finally:
             self.transport.close()
+
+    def _ask_context(self):
+        try:
+            env = self.context()
+        except Exception:  # noqa: BLE001 - the job's events go on without the CI context
+            logger.exception('pyats-exporter bridge: cannot read the CI context')
+            env = {}
+        if env is None:
+            return
+        self.context = None
+        if env:
+            self.transport.set_env(env)
+            logger.info('pyats-exporter bridge: the job runs in CI (%s)', ', '.join(sorted(env)))
 
     def _sleep(self, seconds):
         delay = seconds * random.uniform(0.8, 1.2)

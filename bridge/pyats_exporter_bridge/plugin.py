@@ -1,6 +1,7 @@
 """Easypy plugin: forwards the job's reporter events to pyats-exporter.
 
-Enable it with a `--configuration` YAML (see docs/ingest.md):
+Enable it with a configuration YAML (`pyats run job --configuration FILE`, `easypy -configuration FILE`;
+see docs/ingest.md):
 
     plugins:
       ExporterBridgePlugin:
@@ -36,7 +37,7 @@ class ExporterBridgePlugin(BasePlugin):
 
     def __init__(self, *args, target=None, token=None, token_file=None, stream=None, reporter_socket=None,
                  buffer_size=10000, batch_size=500, heartbeat=30.0, linger=30.0, drain_timeout=10.0,
-                 wait_timeout=60.0, section_logs='failed', section_log_max_bytes=4096, **kwargs):
+                 wait_timeout=60.0, section_logs='failed', section_log_max_bytes=4096, ci_env='process', **kwargs):
         super().__init__(*args, **kwargs)
         self.bridge_target = target or os.environ.get(TARGET_ENV)
         self.bridge_token = token
@@ -46,7 +47,9 @@ class ExporterBridgePlugin(BasePlugin):
         self.bridge_options = {'buffer_size': int(buffer_size), 'batch_size': int(batch_size),
                                'heartbeat': float(heartbeat), 'wait_timeout': float(wait_timeout),
                                'section_logs': str(section_logs),
-                               'section_log_max_bytes': int(section_log_max_bytes)}
+                               'section_log_max_bytes': int(section_log_max_bytes),
+                               # Inside easypy this process's environment is the job's: known at once.
+                               'ci_env': str(ci_env)}
         self.bridge_linger = float(linger)
         self.bridge_drain_timeout = float(drain_timeout)
         self.bridge = None

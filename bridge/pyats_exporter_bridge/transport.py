@@ -1,5 +1,7 @@
 """Where the lines go: the exporter's ingest Unix socket (`--ingest-socket`) or its HTTP ingest
 (`POST /api/v1/events`). Both name the job's stream, so a reconnect or a new request continues the same job.
+Once the job's CI variables are known (`set_env`), a hello line carrying them as `env` goes ahead of the next
+batch (and with every later reconnect on the socket), so the exporter puts the job into the CI's trace.
 """
 
 import base64
@@ -38,12 +40,26 @@ def parse_target(target, token=None, stream=None, timeout=10.0):
     return UnixTransport(path, stream=stream, timeout=timeout)
 
 
+def hello_line(stream, env):
+    """The hello naming the stream, with the job's CI variables when there are any."""
+    return control_line('hello', stream=stream, env=env) if env else control_line('hello', stream=stream)
+
+
 class UnixTransport:
     def __init__(self, path, stream=None, timeout=10.0):
         self.path = path
         self.stream = stream
         self.timeout = timeout
+        self.env = None
+        # The env is new since the connection's hello: say hello again, with it, before the next batch.
+        self._announce = False
         self._sock = None
+
+    def set_env(self, env):
+        if self.stream is None or not env:
+            return
+        self.env = dict(env)
+        self._announce = self._sock is not None
 
     def describe(self):
         return 'unix:%s' % self.path
@@ -53,8 +69,11 @@ class UnixTransport:
             self.close()
         if self._sock is None:
             self._connect()
+        if self._announce:
+            lines = [hello_line(self.stream, self.env)] + list(lines)
         try:
             self._sock.sendall(('\n'.join(lines) + '\n').encode('utf-8'))
+            self._announce = False
         except OSError as e:
             self.close()
             raise TransportError('sending to %s failed: %s' % (self.path, e)) from e
@@ -73,11 +92,12 @@ class UnixTransport:
         try:
             sock.connect(self.path)
             if self.stream is not None:
-                sock.sendall((control_line('hello', stream=self.stream) + '\n').encode('utf-8'))
+                sock.sendall((hello_line(self.stream, self.env) + '\n').encode('utf-8'))
         except OSError as e:
             sock.close()
             raise TransportError('cannot connect to %s: %s' % (self.path, e)) from e
         self._sock = sock
+        self._announce = False
 
     def _peer_closed(self):
         # The exporter never writes to us: readable means it closed (or reset) the connection, and a send
@@ -105,6 +125,9 @@ class HttpTransport:
         self.token = token
         self.stream = stream
         self.timeout = timeout
+        self.env = None
+        # A hello with the env leads each request until one is accepted.
+        self._announce = False
         self.basic = None
         if parsed.username is not None:
             creds = '%s:%s' % (urllib.parse.unquote(parsed.username), urllib.parse.unquote(parsed.password or ''))
@@ -112,10 +135,18 @@ class HttpTransport:
         self._conn = None
         self._used = False
 
+    def set_env(self, env):
+        if self.stream is None or not env:
+            return
+        self.env = dict(env)
+        self._announce = True
+
     def describe(self):
         return '%s://%s%s%s' % (self.scheme, self.host, '' if self.port is None else ':%d' % self.port, self.path)
 
     def send(self, lines):
+        if self._announce:
+            lines = [hello_line(self.stream, self.env)] + list(lines)
         body = ('\n'.join(lines) + '\n').encode('utf-8')
         headers = {'Content-Type': 'application/x-ndjson', 'Content-Length': str(len(body))}
         if self.stream is not None:
@@ -138,6 +169,7 @@ class HttpTransport:
                 self.close()
                 raise TransportError('POST %s failed: %s' % (self.describe(), e)) from e
         if 200 <= status < 300:
+            self._announce = False
             return
         detail = payload[:300].decode('utf-8', 'replace')
         if status in (408, 429) or status >= 500:

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ciContext } from '../../src/events/ci.js';
 import { listen } from '../../src/http/server.js';
 import { createHttpIngest } from '../../src/ingest/http.js';
 import { IngestSocketServer } from '../../src/ingest/socket.js';
@@ -108,6 +109,74 @@ describe('bridge unit tests (python3 -m unittest)', () => {
     );
     expect(`${stdout}${stderr}`).toMatch(/\nOK\n?$/);
   }, 150_000);
+});
+
+describe("the bridge's CI variables", () => {
+  // The bridge sends only the variables it lists (never the whole environment): the exporter must make the
+  // same CI context of them as of the whole environment, for each CI it knows.
+  it('are all the exporter reads, for GitHub Actions, GitLab CI and Jenkins', async () => {
+    const common = {
+      TRACEPARENT: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      CI: 'true',
+      HOME: '/home/ci',
+      PATH: '/usr/bin',
+    };
+    const environments = [
+      {
+        GITHUB_ACTIONS: 'true',
+        GITHUB_SERVER_URL: 'https://github.example.com',
+        GITHUB_REPOSITORY: 'lab/t',
+        GITHUB_RUN_ID: '42',
+        GITHUB_RUN_ATTEMPT: '2',
+        GITHUB_WORKFLOW: 'nightly',
+        GITHUB_JOB: 'pyats',
+        GITHUB_RUN_NUMBER: '7',
+        GITHUB_SHA: 'abc',
+        GITHUB_REF: 'refs/heads/main',
+        GITHUB_TOKEN: 'secret',
+      },
+      {
+        GITLAB_CI: 'true',
+        CI_PIPELINE_NAME: 'nightly',
+        CI_PROJECT_PATH: 'lab/t',
+        CI_PIPELINE_ID: '77',
+        CI_JOB_URL: 'https://gitlab.example.com/lab/t/-/jobs/9',
+        CI_JOB_ID: '9',
+        CI_JOB_NAME: 'pyats',
+        CI_PIPELINE_URL: 'https://gitlab.example.com/lab/t/-/pipelines/77',
+        CI_PROJECT_URL: 'https://x',
+        CI_COMMIT_SHA: 'abc',
+        CI_JOB_TOKEN: 'secret',
+      },
+      {
+        JENKINS_URL: 'https://jenkins.lab/',
+        BUILD_URL: 'https://jenkins.lab/job/n/12/',
+        JOB_NAME: 'n',
+        BUILD_NUMBER: '12',
+        BUILD_ID: '12',
+        BUILD_TAG: 'jenkins-n-12',
+        JOB_URL: 'https://jenkins.lab/job/n/',
+        NODE_NAME: 'lab1',
+        EXECUTOR_NUMBER: '0',
+        WORKSPACE: '/w',
+      },
+    ].map((env) => ({ ...common, ...env }));
+    const code =
+      'import json, sys; from pyats_exporter_bridge.context import ci_variables; ' +
+      'print(json.dumps([ci_variables(e) for e in json.load(sys.stdin)]))';
+    const run = promisify(execFile)('python3', ['-c', code], {
+      env: { PATH: process.env['PATH'], PYTHONPATH: BRIDGE_DIR, PYTHONDONTWRITEBYTECODE: '1' },
+    });
+    run.child.stdin?.end(JSON.stringify(environments));
+    const sent = JSON.parse((await run).stdout) as Record<string, string>[];
+    for (const [i, env] of environments.entries()) {
+      const whole = ciContext(new Map(Object.entries(env)));
+      expect(whole?.system).toBeDefined();
+      expect(ciContext(new Map(Object.entries(sent[i]!)))).toEqual(whole);
+      for (const secret of ['GITHUB_TOKEN', 'CI_JOB_TOKEN', 'HOME', 'PATH'])
+        expect(sent[i]).not.toHaveProperty(secret);
+    }
+  });
 });
 
 describe('bridge as the documented easypy plugin', () => {

@@ -14,6 +14,8 @@ import time
 import unittest
 
 from pyats import results
+from pyats_exporter_bridge.context import (CI_VARIABLES, RunInfoContext, ci_variables, make_context,
+                                           read_env_txt)
 from pyats_exporter_bridge.encode import encode_event, to_json
 from pyats_exporter_bridge.forwarder import END, PING, Forwarder
 from pyats_exporter_bridge.transport import (HttpTransport, PermanentError, TransportError, UnixTransport,
@@ -152,6 +154,113 @@ class ForwarderTest(unittest.TestCase):
         self.assertIn(PING, transport.lines())
 
 
+class EnvRecordingTransport(FlakyTransport):
+    """Records, with each batch, the env the forwarder had given it by then."""
+
+    def __init__(self):
+        super().__init__()
+        self.env = None
+        self.envs = []
+
+    def set_env(self, env):
+        self.env = env
+
+    def send(self, lines):
+        super().send(lines)
+        self.envs.append(self.env)
+
+
+class ForwarderContextTest(unittest.TestCase):
+    def test_asks_for_the_context_before_each_batch_until_it_is_known(self):
+        answers = [None, None, {'TRACEPARENT': '00-%s-%s-01' % ('1' * 32, '2' * 16)}]
+        asked = []
+
+        def context():
+            asked.append(1)
+            return answers.pop(0) if answers else self.fail('asked again after it was known')
+
+        transport = EnvRecordingTransport()
+        forwarder = Forwarder(transport, batch_size=1, context=context)
+        forwarder.start()
+        for i in range(5):
+            forwarder.submit('{"n":%d}' % i)
+            wait_for(lambda: len(transport.batches) == i + 1)
+        forwarder.close(timeout=5)
+        self.assertEqual(len(asked), 3)
+        self.assertEqual(transport.envs[:2], [None, None])
+        self.assertEqual(transport.envs[2:5], [{'TRACEPARENT': '00-%s-%s-01' % ('1' * 32, '2' * 16)}] * 3)
+
+    def test_a_failing_context_costs_only_the_context(self):
+        def context():
+            raise RuntimeError('broken')
+
+        transport = EnvRecordingTransport()
+        forwarder = Forwarder(transport, context=context)
+        forwarder.start()
+        forwarder.submit('{"a":1}')
+        self.assertTrue(forwarder.close(timeout=5))
+        self.assertEqual(transport.lines(), ['{"a":1}', END])
+        self.assertEqual(transport.envs, [None, None])
+
+
+ENV_TXT = """Runtime Information
+===================
+
+Environment Variables
+=====================
+HOME                        : /home/lab
+TRACEPARENT                 : 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+GITHUB_ACTIONS              : true
+GITHUB_RUN_ID               : 4242
+AWS_SECRET_ACCESS_KEY       : never-sent
+
+Installed Packages
+==================
+pyats                       : 23.2
+"""
+
+
+class ContextTest(unittest.TestCase):
+    def setUp(self):
+        self.runinfo = tempfile.mkdtemp()
+
+    def tearDown(self):
+        for name in os.listdir(self.runinfo):
+            os.unlink(os.path.join(self.runinfo, name))
+        os.rmdir(self.runinfo)
+
+    def test_keeps_only_the_ci_variables(self):
+        env = {name: 'v-%s' % name for name in CI_VARIABLES}
+        env.update({'HOME': '/root', 'GITHUB_TOKEN': 'secret', 'BUILD_URL': 'x' * 5000, 'JOB_NAME': ' '})
+        kept = ci_variables(env)
+        self.assertEqual(set(kept), set(CI_VARIABLES) - {'JOB_NAME'})
+        self.assertEqual(len(kept['BUILD_URL']), 2048)
+
+    def test_runinfo_context_waits_for_env_txt_then_gives_up(self):
+        now = [0.0]
+        context = RunInfoContext(self.runinfo, wait=5, clock=lambda: now[0])
+        self.assertIsNone(context())
+        with open(os.path.join(self.runinfo, 'env.txt'), 'w') as f:
+            f.write(ENV_TXT)
+        self.assertEqual(context(), {'TRACEPARENT': '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+                                     'GITHUB_ACTIONS': 'true', 'GITHUB_RUN_ID': '4242'})
+        elsewhere = RunInfoContext(os.path.join(self.runinfo, 'missing'), wait=5, clock=lambda: now[0])
+        self.assertIsNone(elsewhere())
+        now[0] = 5.0
+        self.assertEqual(elsewhere(), {})
+
+    def test_a_fifo_for_env_txt_is_not_read_and_does_not_hang(self):
+        os.mkfifo(os.path.join(self.runinfo, 'env.txt'))
+        self.assertIsNone(read_env_txt(self.runinfo))
+
+    def test_sources(self):
+        self.assertEqual(make_context('process', self.runinfo, {'TRACEPARENT': 't', 'HOME': 'h'})(),
+                         {'TRACEPARENT': 't'})
+        self.assertIsNone(make_context('none', self.runinfo))
+        with self.assertRaises(ValueError):
+            make_context('everything', self.runinfo)
+
+
 class UnixServer:
     """Accepts connections on a Unix socket and records each connection's lines."""
 
@@ -226,6 +335,26 @@ class UnixTransportTest(unittest.TestCase):
         transport.close()
         server.close()
 
+    def test_says_hello_again_with_the_env_once_it_is_known_and_on_every_reconnect(self):
+        server = UnixServer(self.path)
+        transport = UnixTransport(self.path, stream='job-1')
+        transport.send(['{"a":1}'])
+        env = {'TRACEPARENT': '00-%s-%s-01' % ('a' * 32, 'b' * 16)}
+        transport.set_env(env)
+        transport.send(['{"a":2}'])
+        transport.send(['{"a":3}'])
+        wait_for(lambda: len(server.connections) == 1 and len(server.lines(0)) == 5)
+        hello = {'control': 'hello', 'stream': 'job-1'}
+        self.assertEqual([json.loads(line) for line in server.lines(0)],
+                         [hello, {'a': 1}, dict(hello, env=env), {'a': 2}, {'a': 3}])
+        server.connections[0]['conn'].shutdown(socket.SHUT_RDWR)
+        time.sleep(0.1)
+        transport.send(['{"a":4}'])
+        wait_for(lambda: len(server.connections) == 2 and len(server.lines(1)) == 2)
+        self.assertEqual([json.loads(line) for line in server.lines(1)], [dict(hello, env=env), {'a': 4}])
+        transport.close()
+        server.close()
+
     def tearDown(self):
         for name in os.listdir(self.dir):
             os.unlink(os.path.join(self.dir, name))
@@ -291,6 +420,21 @@ class HttpTransportTest(unittest.TestCase):
             transport.send(['{}'])
         self.assertNotIsInstance(caught.exception, PermanentError)
         self.assertEqual(Handler.requests[0][0], '/custom/path')
+        transport.close()
+
+    def test_the_env_leads_each_request_until_one_is_accepted(self):
+        transport = parse_target(self.url, stream='lab:job')
+        env = {'GITLAB_CI': 'true', 'CI_PIPELINE_ID': '7'}
+        transport.set_env(env)
+        Handler.status = 503
+        with self.assertRaises(TransportError):
+            transport.send(['{"a":1}'])
+        Handler.status = 200
+        transport.send(['{"a":1}'])
+        transport.send(['{"a":2}'])
+        hello = json.dumps({'control': 'hello', 'stream': 'lab:job', 'env': env}, separators=(',', ':'))
+        self.assertEqual([r[2] for r in Handler.requests],
+                         [hello + '\n{"a":1}\n', hello + '\n{"a":1}\n', '{"a":2}\n'])
         transport.close()
 
     def test_a_closed_keep_alive_connection_is_retried_once(self):
