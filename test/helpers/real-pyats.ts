@@ -78,11 +78,14 @@ export interface ResultsJson {
   report: ResultsSection;
 }
 
-/** Starts `run-job.sh JOB` in a fresh HOME; `env` reaches the job (PYATS_WAIT_FOR and the like). */
-export function startRealJob(job: string, env: NodeJS.ProcessEnv = {}): RealJob {
+/**
+ * Starts `run-job.sh JOB ARGS` in a fresh HOME; `env` reaches the job (PYATS_WAIT_FOR and the like), `args`
+ * are easypy's (`-configuration FILE`: easypy's own options take one dash; unknown ones go to the job file).
+ */
+export function startRealJob(job: string, env: NodeJS.ProcessEnv = {}, args: string[] = []): RealJob {
   const bundle = requireRealPyats();
   const runDir = mkdtempSync(join(tmpdir(), 'pyx-real-'));
-  const proc = spawn(join(bundle, 'run-job.sh'), [job], {
+  const proc = spawn(join(bundle, 'run-job.sh'), [job, ...args], {
     env: { ...process.env, ...env, PYATS_RUN_DIR: runDir },
     cwd: runDir,
     stdio: ['ignore', 'pipe', 'pipe'],

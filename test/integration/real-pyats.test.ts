@@ -67,8 +67,8 @@ async function exporterWithReceiver(
   return { exporter, receiver };
 }
 
-function job(path: string, env: NodeJS.ProcessEnv = {}): RealJob {
-  const real = startRealJob(path, env);
+function job(path: string, env: NodeJS.ProcessEnv = {}, args: string[] = []): RealJob {
+  const real = startRealJob(path, env, args);
   cleanups.push(() => real.cleanup());
   return real;
 }
@@ -203,7 +203,8 @@ async function replayedSpanKeys(real: RealJob): Promise<string[]> {
   });
   expect(replay.code, replay.stderr).toBe(0);
   // It prints the job's trace id, as a CI log would show it.
-  const root = receiver.spans.find((s) => s.parentSpanId === '');
+  const root = receiver.spans.find((s) => s.attributes['pyats.section.type'] === 'TestSuite');
+  expect(root).toBeDefined();
   expect(replay.stdout).toMatch(new RegExp(`^job \\S+ \\(\\S+\\): [a-z]+, trace ${root?.traceId}$`, 'm'));
   return receiver.spans.map(spanKey).sort();
 }
@@ -214,6 +215,43 @@ async function waitForFile(path: string, timeoutMs = 60_000): Promise<void> {
     if (Date.now() > deadline) throw new Error(`${path} did not appear`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+const CI_TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
+const CI_SPAN_ID = '00f067aa0ba902b7';
+/** A GitHub Actions run with a traced parent, as the job's environment. */
+const CI_ENV = {
+  TRACEPARENT: `00-${CI_TRACE_ID}-${CI_SPAN_ID}-01`,
+  GITHUB_ACTIONS: 'true',
+  GITHUB_WORKFLOW: 'nightly-lab',
+  GITHUB_RUN_ID: '4242',
+  GITHUB_REPOSITORY: 'lab/tests',
+  GITHUB_SERVER_URL: 'https://github.example.com',
+};
+
+/** The environment without any CI variable (the test itself may run in CI). */
+function withoutCi(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(
+    Object.entries(env).filter(
+      ([name]) => !/^(TRACEPARENT|GITHUB_|GITLAB_|CI_|JENKINS_|BUILD_|JOB_NAME)/.test(name),
+    ),
+  );
+}
+
+/** The job's spans are results.json's, all in the CI's trace, the root a child of the CI's span. */
+function expectCiTrace(spans: DecodedSpan[], results: ResultsJson): void {
+  expectSpansMatch(
+    spans.map((s) => ({ ...s, parentSpanId: s.parentSpanId === CI_SPAN_ID ? '' : s.parentSpanId })),
+    results,
+  );
+  expect(new Set(spans.map((s) => s.traceId))).toEqual(new Set([CI_TRACE_ID]));
+  const root = spans.find((s) => s.attributes['pyats.section.type'] === 'TestSuite');
+  expect(root?.parentSpanId).toBe(CI_SPAN_ID);
+  expect(root?.attributes).toMatchObject({
+    'cicd.pipeline.name': 'nightly-lab',
+    'cicd.pipeline.run.id': '4242',
+    'cicd.pipeline.task.run.url.full': 'https://github.example.com/lab/tests/actions/runs/4242',
+  });
 }
 
 describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
@@ -371,40 +409,90 @@ describe(`real pyATS 23.2 (${REAL_PYATS_DIR})`, () => {
     expect(exporter.logs.filter((l) => l.level >= 50)).toEqual([]);
   }, 180_000);
 
+  // Easypy writes env.txt (its EnvironmentDebugPlugin) a moment before the first task starts: the exporter,
+  // attached at once and not holding the job, must still put the first span that goes out into the CI trace.
   it('a job run by a traced CI joins the CI trace: its root is a child of the CI span, with cicd.* attributes', async () => {
-    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
-    const spanId = '00f067aa0ba902b7';
-    const dir = tempDir();
-    const go = join(dir, 'go');
-    const real = job(join(REAL_PYATS_DIR, 'example', 'job.py'), {
-      PYATS_WAIT_FOR: go,
-      TRACEPARENT: `00-${traceId}-${spanId}-01`,
-      GITHUB_ACTIONS: 'true',
-      GITHUB_WORKFLOW: 'nightly-lab',
-      GITHUB_RUN_ID: '4242',
-      GITHUB_REPOSITORY: 'lab/tests',
-      GITHUB_SERVER_URL: 'https://github.example.com',
-    });
+    const real = job(join(REAL_PYATS_DIR, 'example', 'job.py'), { ...CI_ENV });
     const { exporter, receiver } = await exporterWithReceiver(['--reporter-socket', await real.socket()]);
-    await exporter.waitForLog((l) => l.msg === 'job runs in CI', 30_000);
-    writeFileSync(go, '');
     expect(await real.exited, real.output()).toBe(1);
     const results = real.results();
     await receiver.waitForSpans(sectionsOf(results.report).length, 30_000);
-    expectSpansMatch(
-      receiver.spans.map((s) => ({ ...s, parentSpanId: s.parentSpanId === spanId ? '' : s.parentSpanId })),
-      results,
-    );
-    expect(new Set(receiver.spans.map((s) => s.traceId))).toEqual(new Set([traceId]));
-    const root = receiver.spans.find((s) => s.attributes['pyats.section.type'] === 'TestSuite');
-    expect(root?.parentSpanId).toBe(spanId);
-    expect(root?.attributes).toMatchObject({
-      'cicd.pipeline.name': 'nightly-lab',
-      'cicd.pipeline.run.id': '4242',
-      'cicd.pipeline.task.run.url.full': 'https://github.example.com/lab/tests/actions/runs/4242',
-    });
+    expectCiTrace(receiver.spans, results);
+    await exporter.waitForLog((l) => l.msg === 'job runs in CI');
     const finished = await exporter.waitForLog((l) => l.msg === 'job finished');
-    expect(finished).toMatchObject({ job: 'job', trace_id: traceId, result: 'aborted' });
+    expect(finished).toMatchObject({ job: 'job', trace_id: CI_TRACE_ID, result: 'aborted' });
+    // Replayed from its archive (which holds env.txt), the job lands in the same CI trace, span for span.
+    expect(await replayedSpanKeys(real)).toEqual(receiver.spans.map(spanKey).sort());
+  }, 180_000);
+
+  it('the bridge joins the CI trace too: as the easypy plugin (the job environment) and as a script (env.txt)', async () => {
+    const dir = tempDir();
+    const go = join(dir, 'go');
+    const pluginIngest = join(dir, 'plugin.sock');
+    const scriptIngest = join(dir, 'script.sock');
+    const viaPlugin = await exporterWithReceiver(['--ingest-socket', pluginIngest]);
+    const viaScript = await exporterWithReceiver(['--ingest-socket', scriptIngest]);
+    await waitForFile(pluginIngest);
+    await waitForFile(scriptIngest);
+    const configuration = join(dir, 'bridge.yaml');
+    writeFileSync(
+      configuration,
+      [
+        'plugins:',
+        '  ExporterBridgePlugin:',
+        '    enabled: True',
+        '    module: pyats_exporter_bridge.plugin',
+        '    order: 1.0',
+        `    target: unix:${pluginIngest}`,
+        '',
+      ].join('\n'),
+    );
+    const real = job(
+      join(REAL_PYATS_DIR, 'example', 'job.py'),
+      { ...CI_ENV, PYATS_WAIT_FOR: go, PYTHONPATH: BRIDGE_DIR },
+      ['-configuration', configuration],
+    );
+    const socket = await real.socket();
+    // The script runs outside the job's environment: its CI variables come from the job's env.txt.
+    const script = spawn(
+      join(REAL_PYATS_DIR, 'python.sh'),
+      [
+        '-c',
+        `import sys; sys.path.insert(0, ${JSON.stringify(BRIDGE_DIR)}); ` +
+          `from pyats_exporter_bridge.__main__ import main; ` +
+          `sys.exit(main(['--reporter-socket', ${JSON.stringify(socket)}, '--target', ${JSON.stringify(`unix:${scriptIngest}`)}]))`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: withoutCi(process.env) },
+    );
+    cleanups.push(() => script.kill('SIGKILL'));
+    let scriptOutput = '';
+    script.stderr.setEncoding('utf8').on('data', (c: string) => (scriptOutput += c));
+    const scriptExited = new Promise<number | null>((resolve) => script.once('exit', resolve));
+    // ReportClient.subscribe() gives no sign of having subscribed; it does within well under a second.
+    await new Promise((r) => setTimeout(r, 1500));
+    writeFileSync(go, '');
+
+    expect(await real.exited, real.output()).toBe(1);
+    expect(await scriptExited, scriptOutput).toBe(0);
+    expect(reporterComplaints(real.output())).toEqual([]);
+    expect(real.output()).toMatch(/pyats-exporter bridge: the job runs in CI \(GITHUB_ACTIONS, /);
+    expect(scriptOutput).toMatch(/pyats-exporter bridge: the job runs in CI \(GITHUB_ACTIONS, /);
+    const results = real.results();
+    const count = sectionsOf(results.report).length;
+    await viaPlugin.receiver.waitForSpans(count, 30_000);
+    await viaScript.receiver.waitForSpans(count, 30_000);
+    expectCiTrace(viaPlugin.receiver.spans, results);
+    expectCiTrace(viaScript.receiver.spans, results);
+    expect(viaScript.receiver.spans.map(spanKey).sort()).toEqual(
+      viaPlugin.receiver.spans.map(spanKey).sort(),
+    );
+    expect(await replayedSpanKeys(real)).toEqual(viaPlugin.receiver.spans.map(spanKey).sort());
+    for (const { exporter } of [viaPlugin, viaScript]) {
+      expect(exporter.logs.filter((l) => l.level >= 40)).toEqual([]);
+      expect(await exporter.waitForLog((l) => l.msg === 'job finished')).toMatchObject({
+        trace_id: CI_TRACE_ID,
+      });
+    }
   }, 180_000);
 
   it('attached after the first testcases finished, still exports every section, ids as a live export', async () => {
