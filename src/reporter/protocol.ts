@@ -94,14 +94,16 @@ function kindOf(type: PyValue | undefined): string {
 
 export interface SnapshotEvent {
   seqNum: number;
-  phase: 'start' | 'stop';
+  phase: 'init' | 'start' | 'stop';
   event: PyDict;
 }
 
 /**
  * The events a subscriber would have received for a tree of sections fetched from the server: for each
  * section, a start with everything the snapshot knows (its parent's seq_num from the tree, which
- * `get_section` does not repeat), and a stop once it has a stop time; children between, in tree order.
+ * `get_section` does not repeat), and a stop once it has a stop time; children between, in tree order. A
+ * section the reporter has only heard the init_ of (no start time yet: a Task while its pre-task plugins
+ * run) gives an init_, so that its live start_, which carries the start time, is not taken for a repeat.
  * Nodes without an integer seq_num are skipped (with their subtree: their children's parent is unknown).
  */
 export function snapshotEvents(
@@ -114,19 +116,20 @@ export function snapshotEvents(
     if (typeof seqNum !== 'number' || !Number.isInteger(seqNum)) return;
     const kind = kindOf(section['type']);
     const start = Object.create(null) as PyDict;
-    start['event'] = `start_${kind}`;
+    const started = section['starttime'] !== undefined && section['starttime'] !== null;
+    start['event'] = `${started ? 'start' : 'init'}_${kind}`;
     for (const [key, value] of Object.entries(section)) {
       if (!TREE_FIELDS.has(key)) start[key] = value;
     }
     if (parentSeq !== undefined) start['parent_seq_num'] = parentSeq;
-    const stopped = section['stoptime'] !== undefined && section['stoptime'] !== null;
+    const stopped = started && section['stoptime'] !== undefined && section['stoptime'] !== null;
     if (stopped) {
       // The start event of a live section carries no stop fields; the stop event carries them.
       delete start['stoptime'];
       delete start['runtime'];
       delete start['result'];
     }
-    out.push({ seqNum, phase: 'start', event: start });
+    out.push({ seqNum, phase: started ? 'start' : 'init', event: start });
     for (const child of childrenOf(section)) visit(child, seqNum);
     if (stopped) {
       const stop = Object.create(null) as PyDict;

@@ -95,7 +95,8 @@ interface Connection {
   phase: 'reply' | 'snapshot' | 'live';
   /** Continues the delivery parked while the snapshot is fetched. */
   resume: (() => void) | undefined;
-  /** seq_nums the snapshot started and stopped: the live events repeating them are dropped. */
+  /** seq_nums the snapshot initialized, started and stopped: the live events repeating them are dropped. */
+  snapshotInitialized: Set<number>;
   snapshotStarted: Set<number>;
   snapshotStopped: Set<number>;
   /** The peer closed its side: nothing more to ask it. */
@@ -199,6 +200,7 @@ export class ReporterSubscriber {
       delivered: false,
       phase: 'reply',
       resume: undefined,
+      snapshotInitialized: new Set(),
       snapshotStarted: new Set(),
       snapshotStopped: new Set(),
       ended: false,
@@ -283,9 +285,12 @@ export class ReporterSubscriber {
             'attached mid-job: replaying what already ran',
           );
         }
-        for (const { seqNum, phase } of snapshot.events) {
-          (phase === 'start' ? connection.snapshotStarted : connection.snapshotStopped).add(seqNum);
-        }
+        const seen = {
+          init: connection.snapshotInitialized,
+          start: connection.snapshotStarted,
+          stop: connection.snapshotStopped,
+        };
+        for (const { seqNum, phase } of snapshot.events) seen[phase].add(seqNum);
         this.handSnapshot(connection, info, snapshot.events, 0, goLive);
       },
       (err: Error) => {
@@ -332,7 +337,9 @@ export class ReporterSubscriber {
 
   /** A live event, unless it repeats what the snapshot already handed over. */
   private handOver(connection: Connection, info: ConnectionInfo, value: PyValue): void {
-    if (connection.snapshotStarted.size > 0 && repeatsSnapshot(connection, value)) return;
+    if (connection.snapshotInitialized.size + connection.snapshotStarted.size > 0) {
+      if (repeatsSnapshot(connection, value)) return;
+    }
     this.guard('event', () => this.options.handlers.event(info, value));
   }
 
@@ -483,13 +490,16 @@ export class ReporterSubscriber {
   }
 }
 
-/** A live init_/start_ of a section the snapshot started, or a stop of one it stopped. */
+/**
+ * A live init_ of a section the snapshot initialized or started, a start_ of one it started, or a stop_ of
+ * one it stopped.
+ */
 function repeatsSnapshot(connection: Connection, value: PyValue): boolean {
   if (!isPyDict(value)) return false;
   const seqNum = value['seq_num'];
   const event = value['event'];
   if (typeof seqNum !== 'number' || typeof event !== 'string') return false;
-  return event.startsWith('stop_')
-    ? connection.snapshotStopped.has(seqNum)
-    : connection.snapshotStarted.has(seqNum);
+  if (event.startsWith('stop_')) return connection.snapshotStopped.has(seqNum);
+  if (connection.snapshotStarted.has(seqNum)) return true;
+  return event.startsWith('init_') && connection.snapshotInitialized.has(seqNum);
 }

@@ -555,19 +555,44 @@ describe('ReporterSubscriber attaching mid-job', () => {
   const dict = (fields: Record<string, PyValue>): PyDict =>
     Object.assign(Object.create(null) as PyDict, fields);
   const tree = {
-    suite: dict({ type: 'TestSuite', id: 'job.1', name: 'job', seq_num: 1, tasks: ['T'], stoptime: null }),
+    suite: dict({
+      type: 'TestSuite',
+      id: 'job.1',
+      name: 'job',
+      seq_num: 1,
+      tasks: ['T'],
+      starttime: 't1',
+      stoptime: null,
+    }),
     sections: {
-      T: dict({ type: 'Task', id: 'T', seq_num: 2, sections: ['tc1', 'tc2'], stoptime: null, result: null }),
+      T: dict({
+        type: 'Task',
+        id: 'T',
+        seq_num: 2,
+        sections: ['tc1', 'tc2'],
+        starttime: 't2',
+        stoptime: null,
+        result: null,
+      }),
       'T/tc1': dict({
         type: 'Testcase',
         id: 'tc1',
         seq_num: 3,
         sections: [],
+        starttime: 't3',
         stoptime: 'done',
         result: 'passed',
         runtime: 1,
       }),
-      'T/tc2': dict({ type: 'Testcase', id: 'tc2', seq_num: 4, sections: [], stoptime: null, result: null }),
+      'T/tc2': dict({
+        type: 'Testcase',
+        id: 'tc2',
+        seq_num: 4,
+        sections: [],
+        starttime: 't4',
+        stoptime: null,
+        result: null,
+      }),
     },
   };
   const live = (event: string, seq: number, parent: number): PyDict =>
@@ -611,5 +636,42 @@ describe('ReporterSubscriber attaching mid-job', () => {
     const [, , start3, stop3] = recorder.events() as PyDict[];
     expect(start3?.['stoptime']).toBeUndefined();
     expect(stop3).toMatchObject({ stoptime: 'done', result: 'passed', runtime: 1 });
+  });
+
+  it('keeps the live start of a Task the snapshot has only initialized, dropping the repeated init', async () => {
+    // Between a Task's init_ and its start_ its pre-task plugins run: the reporter lists it without a start time.
+    const initialized = {
+      suite: tree.suite,
+      sections: {
+        T: dict({ type: 'Task', id: 'T', seq_num: 2, sections: [], starttime: null, stoptime: null }),
+      },
+    };
+    const task = (event: string, fields: Record<string, PyValue> = {}): PyDict =>
+      dict({ event, type: 'Task', id: 'T', seq_num: 2, parent_seq_num: 1, ...fields });
+    const path = join(await tempDir(), 'reporter.sock');
+    await TestReporter.listen(path, {
+      tree: initialized,
+      onSubscribe: (socket) =>
+        socket.write(
+          Buffer.concat(
+            [task('init_task'), task('start_task', { starttime: 't2' }), task('stop_task')].map((e) =>
+              encodeFrame(pickle(e), 'chunked'),
+            ),
+          ),
+        ),
+    });
+    const recorder = new Recorder();
+    subscribe(path, recorder);
+    await waitFor(() => recorder.events().length >= 4, 'snapshot and live events');
+    await sleep(50);
+    const seen = (recorder.events() as PyDict[]).map(
+      (e) => `${String(e['event'])}:${String(e['seq_num'])}:${String(e['starttime'])}`,
+    );
+    expect(seen).toEqual([
+      'start_testsuite:1:t1',
+      'init_task:2:null',
+      'start_task:2:t2',
+      'stop_task:2:undefined',
+    ]);
   });
 });
