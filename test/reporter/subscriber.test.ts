@@ -375,7 +375,8 @@ describe('ReporterSubscriber', () => {
     const recorder = new Recorder();
     subscribe(path, recorder, { maxFrameBytes: 100 });
     await waitFor(() => recorder.of('connected').length >= 2, 'a second connection');
-    expect(reporter.subscribed().length).toBeGreaterThanOrEqual(2);
+    // `connected` fires on connect; the reporter has the subscription a moment later.
+    await waitFor(() => reporter.subscribed().length >= 2, 'a second subscription');
     expect(recorder.summary().slice(0, 5)).toEqual([
       'connected',
       'event:ok',
