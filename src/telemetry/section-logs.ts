@@ -2,8 +2,8 @@
 // the file relative to the job's runinfo directory), and this reads that slice's tail, confined to runinfo.
 // The read is asynchronous and happens beside the hot path: SectionLogSink holds the section back from the
 // span sink only until its excerpt is read; metrics and the rest of the stream never wait for it.
-import { constants, type Stats } from 'node:fs';
-import { open, readlink, realpath } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { FinishedSection, JobSummary, LogRange, SectionSink, StartedSection } from '../events/index.js';
 import type { Logger } from '../log.js';
@@ -94,84 +94,88 @@ function openNoFollow(path: string) {
   return open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
 }
 
+/** A log file opened and checked (a regular file inside runinfo), or why it is not read. */
+type OpenedLog = { ok: true; handle: FileHandle; name: string } | { ok: false; result: ExcerptResult };
+
+function refused(detail: string): OpenedLog {
+  return { ok: false, result: { ok: false, outcome: 'refused', detail } };
+}
+
+function failed(error: unknown, what: string): OpenedLog {
+  return { ok: false, result: failure(error, what) };
+}
+
 /**
- * Reads the tail (at most `maxBytes`, cut on a line boundary) of bytes `range.begin`…`range.begin+size` of
- * `range.file`, a path relative to (or absolute inside) `root`. Refuses a path that leaves `root`, also through a
- * symlink or a directory swapped for one while it is opened, and anything but a regular file (a FIFO would
- * block; it is opened non-blocking and refused). Reads at most `maxBytes`, whatever `size` says.
+ * Opens `file`, a path relative to (or absolute inside) `root`, for reading its slices. Refuses a path that
+ * leaves `root`, also through a symlink or a directory swapped for one while it is opened, and anything but a
+ * regular file (a FIFO would block; it is opened non-blocking and refused). The checks hold for the open
+ * descriptor, so what is read through it later is the file checked.
  */
-export async function readLogExcerpt(
-  root: string,
-  range: LogRange,
-  maxBytes: number,
-): Promise<ExcerptResult> {
-  const file = range.file;
-  if (file.includes('\0')) return { ok: false, outcome: 'refused', detail: 'the path has a NUL byte' };
+async function openLogFile(root: string, file: string): Promise<OpenedLog> {
+  const name = JSON.stringify(file);
+  if (file.includes('\0')) return refused('the path has a NUL byte');
   let realRoot: string;
   try {
     realRoot = await realRootOf(root);
   } catch (error) {
-    return failure(error, 'runinfo directory');
+    return failed(error, 'runinfo directory');
   }
   // An absolute path may name runinfo by the path the job used (through the `<job>` symlink, say).
   const target =
     isAbsolute(file) && isWithin(resolve(root), resolve(file))
       ? resolve(realRoot, relative(resolve(root), resolve(file)))
       : resolve(realRoot, file);
-  if (!isWithin(realRoot, target)) {
-    return {
-      ok: false,
-      outcome: 'refused',
-      detail: `${JSON.stringify(file)} is outside the runinfo directory`,
-    };
-  }
-  let handle;
+  if (!isWithin(realRoot, target)) return refused(`${name} is outside the runinfo directory`);
+  let handle: FileHandle;
   try {
     handle = await openNoFollow(target);
   } catch (error) {
-    if (errorCode(error) !== 'ELOOP') return failure(error, JSON.stringify(file));
+    if (errorCode(error) !== 'ELOOP') return failed(error, name);
     // The file itself is a symlink: followed only where it stays inside runinfo.
     try {
       const real = await realpath(target);
-      if (!isWithin(realRoot, real)) {
-        return {
-          ok: false,
-          outcome: 'refused',
-          detail: `${JSON.stringify(file)} leads outside the runinfo directory`,
-        };
-      }
+      if (!isWithin(realRoot, real)) return refused(`${name} leads outside the runinfo directory`);
       handle = await openNoFollow(real);
     } catch (again) {
-      return failure(again, JSON.stringify(file));
+      return failed(again, name);
     }
   }
+  let checked: OpenedLog;
   try {
-    let stats: Stats;
-    try {
-      stats = await handle.stat();
-    } catch (error) {
-      return failure(error, JSON.stringify(file));
-    }
-    if (!stats.isFile()) {
-      return { ok: false, outcome: 'refused', detail: `${JSON.stringify(file)} is not a regular file` };
-    }
+    const stats = await handle.stat();
     // A directory on the way may be a symlink out (or swapped for one): the kernel says what was opened.
     const opened =
       (await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined)) ??
       (await realpath(target).catch(() => target));
-    if (!isWithin(realRoot, opened)) {
-      return {
-        ok: false,
-        outcome: 'refused',
-        detail: `${JSON.stringify(file)} leads outside the runinfo directory`,
-      };
-    }
-    const end = Math.min(range.begin + range.size, stats.size);
+    if (!stats.isFile()) checked = refused(`${name} is not a regular file`);
+    else if (!isWithin(realRoot, opened)) checked = refused(`${name} leads outside the runinfo directory`);
+    else return { ok: true, handle, name };
+  } catch (error) {
+    checked = failed(error, name);
+  }
+  await handle.close().catch(() => undefined);
+  return checked;
+}
+
+/**
+ * The tail (at most `maxBytes`, cut on a line boundary) of bytes `range.begin`…`range.begin+size` of an
+ * opened log file, as far as the file reaches now. Reads at most `maxBytes + 1`, whatever `size` says.
+ */
+async function readSlice(
+  handle: FileHandle,
+  name: string,
+  range: LogRange,
+  maxBytes: number,
+): Promise<ExcerptResult> {
+  try {
+    // The file grows while the job runs: its size now, not when it was opened.
+    const { size } = await handle.stat();
+    const end = Math.min(range.begin + range.size, size);
     if (end <= range.begin) {
       return {
         ok: false,
         outcome: 'empty',
-        detail: `bytes ${range.begin}+${range.size} of a ${stats.size}-byte file`,
+        detail: `bytes ${range.begin}+${range.size} of a ${size}-byte file`,
       };
     }
     // One byte more than the bound, when the slice has it: it tells whether the window starts a line.
@@ -188,10 +192,93 @@ export async function readLogExcerpt(
     const text = end - range.begin > maxBytes ? tailOnLineBoundary(read, maxBytes) : read.toString('utf8');
     return { ok: true, text };
   } catch (error) {
-    return failure(error, JSON.stringify(file));
-  } finally {
-    await handle.close().catch(() => undefined);
+    return failure(error, name);
   }
+}
+
+/**
+ * Reads the tail (at most `maxBytes`, cut on a line boundary) of bytes `range.begin`…`range.begin+size` of
+ * `range.file`, a path relative to (or absolute inside) `root`, confined to `root` as openLogFile says.
+ */
+export async function readLogExcerpt(
+  root: string,
+  range: LogRange,
+  maxBytes: number,
+): Promise<ExcerptResult> {
+  const opened = await openLogFile(root, range.file);
+  if (!opened.ok) return opened.result;
+  try {
+    return await readSlice(opened.handle, opened.name, range, maxBytes);
+  } finally {
+    await opened.handle.close().catch(() => undefined);
+  }
+}
+
+interface CachedLog {
+  runId: string;
+  opened: Promise<OpenedLog>;
+  /** Reads under way through this handle. */
+  users: number;
+  /** Out of the cache: closed once its last read is done. */
+  evicted: boolean;
+}
+
+/** Log files kept open at most, over all runs; the oldest goes first. */
+const MAX_OPEN_LOGS = 64;
+
+/**
+ * The log files of running jobs, each opened and checked once and kept open until its job ends, so that a
+ * job's failed sections cost one read each, not an open, checks and a close (profiled: the opens were 7% of
+ * the exporter's CPU with spans on). A file that is missing or refused stays so for its job: a TaskLog is
+ * created before any of its sections stops, and one that went away (archived) does not come back.
+ */
+export class LogFiles {
+  private readonly cache = new Map<string, CachedLog>();
+
+  async excerpt(runId: string, root: string, range: LogRange, maxBytes: number): Promise<ExcerptResult> {
+    const key = `${runId}\0${root}\0${range.file}`;
+    let entry = this.cache.get(key);
+    if (entry === undefined) {
+      entry = { runId, opened: openLogFile(root, range.file), users: 0, evicted: false };
+      this.cache.set(key, entry);
+      if (this.cache.size > MAX_OPEN_LOGS) this.evict(this.cache.keys().next().value as string);
+    }
+    entry.users += 1;
+    try {
+      const opened = await entry.opened;
+      return opened.ok ? await readSlice(opened.handle, opened.name, range, maxBytes) : opened.result;
+    } finally {
+      entry.users -= 1;
+      if (entry.evicted && entry.users === 0) void closeCached(entry);
+    }
+  }
+
+  /** Closes the files of a run that ended. */
+  closeRun(runId: string): void {
+    for (const [key, entry] of this.cache) if (entry.runId === runId) this.evict(key);
+  }
+
+  closeAll(): void {
+    for (const key of [...this.cache.keys()]) this.evict(key);
+  }
+
+  /** Open files (for tests). */
+  get size(): number {
+    return this.cache.size;
+  }
+
+  private evict(key: string): void {
+    const entry = this.cache.get(key);
+    if (entry === undefined) return;
+    this.cache.delete(key);
+    entry.evicted = true;
+    if (entry.users === 0) void closeCached(entry);
+  }
+}
+
+async function closeCached(entry: CachedLog): Promise<void> {
+  const opened = await entry.opened;
+  if (opened.ok) await opened.handle.close().catch(() => undefined);
 }
 
 export interface SectionLogSinkOptions {
@@ -206,8 +293,8 @@ export interface SectionLogSinkOptions {
   concurrency?: number;
   /** Sections waiting for their excerpt (reads under way included); beyond it a section goes on without (`dropped`). Default 1000. */
   maxQueued?: number;
-  /** The reader; tests swap it. Default readLogExcerpt. */
-  read?: typeof readLogExcerpt;
+  /** The reader, given the section's run id; tests swap it. Default: through the sink's LogFiles. */
+  read?: (root: string, range: LogRange, maxBytes: number, runId: string) => Promise<ExcerptResult>;
 }
 
 const FAILED_RESULTS = new Set(['failed', 'errored', 'aborted']);
@@ -229,7 +316,8 @@ interface Entry {
 export class SectionLogSink implements SectionSink {
   private readonly concurrency: number;
   private readonly maxQueued: number;
-  private readonly read: typeof readLogExcerpt;
+  private readonly read: NonNullable<SectionLogSinkOptions['read']>;
+  private readonly files = new LogFiles();
   /** Entries not forwarded yet, in arrival order. */
   private readonly order: Entry[] = [];
   /** Entries whose read has not started. */
@@ -245,7 +333,8 @@ export class SectionLogSink implements SectionSink {
   constructor(private readonly options: SectionLogSinkOptions) {
     this.concurrency = options.concurrency ?? 4;
     this.maxQueued = options.maxQueued ?? 1000;
-    this.read = options.read ?? readLogExcerpt;
+    this.read =
+      options.read ?? ((root, range, maxBytes, runId) => this.files.excerpt(runId, root, range, maxBytes));
   }
 
   sectionStarted(section: StartedSection): void {
@@ -287,7 +376,7 @@ export class SectionLogSink implements SectionSink {
 
   jobFinished(summary: JobSummary): void {
     if ((this.pendingByRun.get(summary.job.runId) ?? 0) > 0) this.heldJobEnds.set(summary.job.runId, summary);
-    else this.options.inner.jobFinished(summary);
+    else this.endJob(summary);
   }
 
   /** Waits for every read under way, then flushes `inner`. */
@@ -298,7 +387,18 @@ export class SectionLogSink implements SectionSink {
 
   async shutdown(): Promise<void> {
     await this.idle();
+    this.files.closeAll();
     await this.options.inner.shutdown?.();
+  }
+
+  /** Open log files held for an ended job (tests). */
+  get openLogFiles(): number {
+    return this.files.size;
+  }
+
+  private endJob(summary: JobSummary): void {
+    this.files.closeRun(summary.job.runId);
+    this.options.inner.jobFinished(summary);
   }
 
   private selected(section: FinishedSection): boolean {
@@ -329,7 +429,12 @@ export class SectionLogSink implements SectionSink {
     const range = section.logRange as LogRange;
     let result: ExcerptResult;
     try {
-      result = await this.read(section.job.runinfoDir as string, range, this.options.maxBytes);
+      result = await this.read(
+        section.job.runinfoDir as string,
+        range,
+        this.options.maxBytes,
+        section.job.runId,
+      );
     } catch (error) {
       result = { ok: false, outcome: 'unreadable', detail: String(error) };
     }
@@ -373,7 +478,7 @@ export class SectionLogSink implements SectionSink {
       const held = this.heldJobEnds.get(runId);
       if (held !== undefined) {
         this.heldJobEnds.delete(runId);
-        this.options.inner.jobFinished(held);
+        this.endJob(held);
       }
     }
   }

@@ -2,10 +2,14 @@
 // a 10 GB sparse file), the tail cut on a line boundary, and the sink that holds a section only for its read.
 import { execFileSync } from 'node:child_process';
 import {
+  appendFileSync,
   closeSync,
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -180,8 +184,8 @@ describe('tail cuts', () => {
 
 const START = Date.UTC(2026, 11, 2, 16, 18, 6);
 
-function jobInfo(runinfoDir?: string): JobInfo {
-  const runId = runIdFor('job.2026Dec02_16:18:03.912790', START, 'x');
+function jobInfo(runinfoDir?: string, run = 'x'): JobInfo {
+  const runId = runIdFor('job.2026Dec02_16:18:03.912790', START, run);
   return {
     jobId: 'job.2026Dec02_16:18:03.912790',
     jobName: 'job',
@@ -246,6 +250,15 @@ function sinkOf(mode: SectionLogMode, options: { maxBytes?: number; maxQueued?: 
   return { sink, inner, outcomes };
 }
 
+/** Waits (up to 2 s) for `condition`: handles close asynchronously. */
+async function until(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 const SUMMARY = (job: JobInfo): JobSummary => ({ job }) as unknown as JobSummary;
 
 describe('SectionLogSink', () => {
@@ -306,6 +319,74 @@ describe('SectionLogSink', () => {
     sink.sectionFinished(section(jobInfo(runinfo), 3, 'failed', { logRange: undefined }));
     expect(inner.calls).toEqual(['section 2', 'section 3']);
     expect(outcomes).toEqual([]);
+  });
+
+  /** Descriptors this process has open on files in `dir`. */
+  function openFdsIn(dir: string): number {
+    const real = realpathSync(dir);
+    return readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${real}/`);
+      } catch {
+        return false;
+      }
+    }).length;
+  }
+
+  it("opens a job's log file once, reads it as it grows, and closes it when the job ends", async () => {
+    const log = join(runinfo, 'TaskLog.T');
+    writeFileSync(log, LINES[0]!);
+    const job = jobInfo(runinfo);
+    const { sink, inner, outcomes } = sinkOf('failed');
+    const first = { file: 'TaskLog.T', begin: 0, size: LINES[0]!.length };
+    sink.sectionFinished(section(job, 2, 'failed', { logRange: first }));
+    await sink.forceFlush();
+    expect(openFdsIn(runinfo)).toBe(1);
+    // The job logs on; the next section's slice is past what the file held when it was opened.
+    appendFileSync(log, LINES[1]! + LINES[2]!);
+    const rest = { file: 'TaskLog.T', begin: first.size, size: LOG.length - first.size };
+    sink.sectionFinished(section(job, 3, 'failed', { logRange: rest }));
+    await sink.forceFlush();
+    expect(inner.sections.map((s) => s.logExcerpt)).toEqual([LINES[0], LINES[1]! + LINES[2]!]);
+    expect(openFdsIn(runinfo)).toBe(1);
+    sink.jobFinished(SUMMARY(job));
+    await sink.forceFlush();
+    expect(inner.calls.at(-1)).toBe('job job');
+    expect(sink.openLogFiles).toBe(0);
+    await until(() => openFdsIn(runinfo) === 0);
+    expect(outcomes).toEqual(['attached', 'attached']);
+  });
+
+  it('keeps a missing log file missing for its job, and looks again for the next run', async () => {
+    const { sink, outcomes } = sinkOf('failed');
+    const job = jobInfo(runinfo);
+    sink.sectionFinished(section(job, 2, 'failed'));
+    await sink.forceFlush();
+    // Easypy creates a TaskLog before any of its sections stops: one missing then stays missing.
+    writeFileSync(join(runinfo, 'TaskLog.T'), LOG);
+    sink.sectionFinished(section(job, 3, 'failed'));
+    sink.jobFinished(SUMMARY(job));
+    await sink.forceFlush();
+    const next = jobInfo(runinfo, 'y');
+    sink.sectionFinished(section(next, 2, 'failed'));
+    await sink.forceFlush();
+    expect(outcomes).toEqual(['missing', 'missing', 'attached']);
+  });
+
+  it('keeps at most 64 log files open, whatever the job names', async () => {
+    const job = jobInfo(runinfo);
+    const { sink, outcomes } = sinkOf('failed');
+    for (let i = 0; i < 80; i += 1) {
+      writeFileSync(join(runinfo, `TaskLog.${i}`), LOG);
+      const range = { file: `TaskLog.${i}`, begin: 0, size: LOG.length };
+      sink.sectionFinished(section(job, i + 2, 'failed', { logRange: range }));
+    }
+    await sink.forceFlush();
+    expect(outcomes.filter((o) => o === 'attached')).toHaveLength(80);
+    expect(sink.openLogFiles).toBe(64);
+    await until(() => openFdsIn(runinfo) === 64);
+    await sink.shutdown();
+    await until(() => openFdsIn(runinfo) === 0);
   });
 
   it('drops the excerpt, not the section, when too many reads wait', async () => {
