@@ -279,6 +279,11 @@ describe('ReporterSubscriber', () => {
     const recorder = new Recorder();
     subscribe(path, recorder);
     await waitFor(() => recorder.of('connected').length >= 2, 'a second attempt');
+    // `connected` fires on connect; the reporter reads the connection's request a moment later.
+    await waitFor(
+      () => reporter.connections.length >= 2 && reporter.connections.every((c) => c.requests.length > 0),
+      'the requests of both connections',
+    );
     expect(recorder.summary().slice(0, 3)).toEqual([
       'connected',
       'frameRejected:subscribe_refused',
