@@ -6,6 +6,8 @@
 //   {"v":1,"kind":"capture","at":"2024-05-01T10:00:00.000Z","exporter":"0.1.0"}   each time the file is opened
 //   {"v":1,"kind":"event","at":"…","stream":"reporter:5f0c…","data":{"event":"start_task","type":"Task",…}}
 //   {"v":1,"kind":"end","at":"…","stream":"reporter:5f0c…"}                       the stream ended
+//   {"v":1,"kind":"context","at":"…","stream":"…","ci":{"traceparent":"00-…-…-01","pipeline_name":…}}
+//                                                       the stream's job runs in CI (from env.txt, a hello)
 // `at`: when the exporter received it (ISO 8601, UTC, ms). `stream`: the tracker stream id (one per reporter
 // connection, ingest connection or ingest job key); events of one stream are in their original order.
 // `data`: the normalized event in pyATS's own keys — event, type, seq_num, parent_seq_num, id, fullid, name,
@@ -13,12 +15,18 @@
 // logfile (or logs {file, begin, size}), log_excerpt, xref ({file, line}) — so `normalize(data)` gives back
 // the identical SectionEvent, in any zone.
 // Replay: for each line in order, `event` → pipeline.ingest(stream, source, data); `end` →
-// pipeline.endStream(stream); `capture` (the exporter restarted) → end every stream still open; at the end
+// pipeline.endStream(stream); `context` → pipeline.setStreamContext(stream, {ci}), at the same place among
+// the stream's events, so the replayed job joins the CI trace exactly when the live one did (`ci` holds
+// `traceparent`, `pipeline_name`, `run_id`, `task_run_url`, `system`, each optional);
+// `capture` (the exporter restarted) → end every stream still open; at the end
 // of the file end every stream. Running the tracker with now() = the line's `at` also reproduces the times
 // of sections abandoned when a stream ended. Unknown `kind`s are skipped; a `v` above 1 is an error.
 import { open, type FileHandle } from 'node:fs/promises';
 import {
   SectionTracker,
+  parseTraceParent,
+  type CiContext,
+  type StreamContext,
   type TrackerOptions,
   type TrackerRejectReason,
   type SectionEvent,
@@ -32,7 +40,8 @@ export const CAPTURE_FORMAT_VERSION = 1;
 export type CaptureRecord =
   | { kind: 'capture'; at: number; exporter?: string }
   | { kind: 'event'; at: number; stream: string; data: PyDict }
-  | { kind: 'end'; at: number; stream: string };
+  | { kind: 'end'; at: number; stream: string }
+  | { kind: 'context'; at: number; stream: string; ci: CiContext };
 
 export type CaptureErrorCode = 'capture_open_failed' | 'bad_capture_line';
 
@@ -106,15 +115,64 @@ export function parseCaptureLine(text: string): CaptureRecord | undefined {
     const exporter = value['exporter'];
     return typeof exporter === 'string' ? { kind, at, exporter } : { kind, at };
   }
-  if (kind !== 'event' && kind !== 'end') return undefined;
+  if (kind !== 'event' && kind !== 'end' && kind !== 'context') return undefined;
   const stream = value['stream'];
   if (typeof stream !== 'string' || stream === '') {
     throw new CaptureError('bad_capture_line', `a "${kind}" record without "stream"`);
   }
   if (kind === 'end') return { kind, at, stream };
+  if (kind === 'context') return { kind, at, stream, ci: ciFromCapture(value['ci']) };
   const data = value['data'];
   if (!isPyDict(data)) throw new CaptureError('bad_capture_line', 'an "event" record without "data"');
   return { kind, at, stream, data };
+}
+
+/** The longest CI string a capture may carry (as a hello's env value). */
+const MAX_CI_TEXT = 4096;
+
+const CI_FIELDS = [
+  ['pipeline_name', 'pipelineName'],
+  ['run_id', 'runId'],
+  ['task_run_url', 'taskRunUrl'],
+  ['system', 'system'],
+] as const;
+
+/** A `context` record's `ci`, as ciToCapture writes it. */
+export function ciToCapture(ci: CiContext): Record<string, string> {
+  const out: Record<string, string> = {};
+  const parent = ci.parent;
+  if (parent !== undefined) {
+    out['traceparent'] = `00-${parent.traceId}-${parent.spanId}-${parent.sampled ? '01' : '00'}`;
+  }
+  for (const [key, field] of CI_FIELDS) {
+    const text = ci[field];
+    if (text !== undefined) out[key] = text;
+  }
+  return out;
+}
+
+function ciFromCapture(value: unknown): CiContext {
+  if (!isPyDict(value)) throw new CaptureError('bad_capture_line', 'a "context" record without "ci"');
+  const ci: CiContext = {};
+  const traceparent = value['traceparent'];
+  if (traceparent !== undefined) {
+    const parent = typeof traceparent === 'string' ? parseTraceParent(traceparent) : undefined;
+    if (parent === undefined)
+      throw new CaptureError('bad_capture_line', 'a "context" with a bad traceparent');
+    ci.parent = parent;
+  }
+  for (const [key, field] of CI_FIELDS) {
+    const text = value[key];
+    if (text === undefined) continue;
+    if (typeof text !== 'string' || text.length > MAX_CI_TEXT) {
+      throw new CaptureError(
+        'bad_capture_line',
+        `a "context" whose ${key} is not a string of ${MAX_CI_TEXT} at most`,
+      );
+    }
+    ci[field] = text;
+  }
+  return ci;
 }
 
 /** True when `firstLine` starts a capture file (as opposed to a plain NDJSON file of event dicts). */
@@ -191,6 +249,17 @@ export class CaptureWriter {
       at: iso(at),
       stream: streamId,
       data: toCaptureData(event),
+    });
+  }
+
+  /** The stream's job runs in CI: replay applies it at the same place among the stream's events. */
+  context(streamId: string, ci: CiContext, at: number): void {
+    this.push({
+      v: CAPTURE_FORMAT_VERSION,
+      kind: 'context',
+      at: iso(at),
+      stream: streamId,
+      ci: ciToCapture(ci),
     });
   }
 
@@ -286,6 +355,8 @@ export class CapturingTracker extends SectionTracker {
   private readonly clock: HeldClock;
   /** Streams with captured events and no `end` record yet. */
   private readonly openStreams = new Set<string>();
+  /** The CI context last captured per stream, as written. */
+  private readonly capturedCi = new Map<string, string>();
 
   constructor(options: CapturingTrackerOptions) {
     const clock = new HeldClock(options.now ?? Date.now);
@@ -296,16 +367,31 @@ export class CapturingTracker extends SectionTracker {
 
   override onEvent(streamId: string, event: SectionEvent): TrackerRejectReason | undefined {
     const at = this.clock.hold();
+    this.openStreams.add(streamId);
     try {
-      this.openStreams.add(streamId);
-      this.capture.event(streamId, event, at);
       return super.onEvent(streamId, event);
     } finally {
+      // After the tracker: the CI context it read from env.txt just before this event's first record went
+      // out (setStreamContext, below) is then written first, where replay needs it.
+      this.capture.event(streamId, event, at);
       this.clock.release();
     }
   }
 
+  override setStreamContext(streamId: string, context: StreamContext): void {
+    // Only the CI run: the runinfo directory is a path on this host, for reading its files live.
+    const ci = context.ci === undefined ? undefined : JSON.stringify(ciToCapture(context.ci));
+    // A bridge says it again on every reconnect: one record while it stays the same.
+    if (context.ci !== undefined && ci !== this.capturedCi.get(streamId)) {
+      this.capturedCi.set(streamId, ci as string);
+      this.openStreams.add(streamId);
+      this.capture.context(streamId, context.ci, Math.floor(this.clock.now()));
+    }
+    super.setStreamContext(streamId, context);
+  }
+
   override endStream(streamId: string): void {
+    this.capturedCi.delete(streamId);
     if (!this.openStreams.delete(streamId)) {
       super.endStream(streamId);
       return;

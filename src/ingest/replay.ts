@@ -244,7 +244,7 @@ class Feeder {
     if (this.sinceFlush >= (this.options.flushEvery ?? DEFAULT_FLUSH_EVERY)) await this.pace(true);
   }
 
-  /** The job's context (its CI run) for a stream, before its first event; the stream then ends with the file. */
+  /** The job's context (its CI run) for a stream, from a results file's env.txt, a hello or a capture. */
   setContext(streamId: string, context: StreamContext): void {
     this.open.add(streamId);
     this.target.setStreamContext(streamId, context);
@@ -668,6 +668,7 @@ async function captureLine(
   try {
     if (record.kind === 'capture') feeder.endAllStreams();
     else if (record.kind === 'end') feeder.endStream(feeder.stream(record.stream));
+    else if (record.kind === 'context') feeder.setContext(feeder.stream(record.stream), { ci: record.ci });
     else await feeder.ingest(feeder.stream(record.stream), record.data);
   } finally {
     options.clock?.release();

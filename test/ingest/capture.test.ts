@@ -128,6 +128,17 @@ describe('capture format', () => {
       at: Date.parse(at),
       stream: 's1',
     });
+    const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    expect(
+      parseCaptureLine(
+        `{"v":1,"kind":"context","at":"${at}","stream":"s1","ci":{"traceparent":"${tp}","run_id":"77"}}`,
+      ),
+    ).toEqual({
+      kind: 'context',
+      at: Date.parse(at),
+      stream: 's1',
+      ci: { parent: { traceId: tp.slice(3, 35), spanId: tp.slice(36, 52), sampled: true }, runId: '77' },
+    });
     expect(parseCaptureLine('   ')).toBeUndefined();
     expect(parseCaptureLine(`{"v":1,"kind":"note","at":"${at}"}`)).toBeUndefined();
     for (const bad of [
@@ -138,6 +149,10 @@ describe('capture format', () => {
       '{"v":1,"kind":"end","at":"yesterday","stream":"s"}',
       `{"v":1,"kind":"end","at":"${at}"}`,
       `{"v":1,"kind":"event","at":"${at}","stream":"s","data":3}`,
+      `{"v":1,"kind":"context","at":"${at}","stream":"s"}`,
+      `{"v":1,"kind":"context","at":"${at}","stream":"s","ci":{"traceparent":"00-${'0'.repeat(32)}-${'1'.repeat(16)}-01"}}`,
+      `{"v":1,"kind":"context","at":"${at}","stream":"s","ci":{"run_id":7}}`,
+      `{"v":1,"kind":"context","at":"${at}","stream":"s","ci":{"system":"${'x'.repeat(4097)}"}}`,
     ]) {
       expect(() => parseCaptureLine(bad), bad).toThrow(expect.objectContaining({ code: 'bad_capture_line' }));
     }

@@ -23,7 +23,10 @@ import {
   type ReplayOptions,
   type ReplayProgress,
 } from '../../src/ingest/replay.js';
+import { CaptureWriter, CapturingTracker } from '../../src/ingest/capture.js';
 import { silentLogger } from '../../src/log.js';
+import { normalize } from '../../src/events/normalize.js';
+import { readRunContext } from '../../src/reporter/runinfo.js';
 import { Pipeline } from '../../src/pipeline.js';
 import { ReporterSubscriber } from '../../src/reporter/subscriber.js';
 import { unpickle } from '../../src/python/unpickle.js';
@@ -315,6 +318,68 @@ describe('replayFiles: NDJSON', () => {
     expectTree(h.sink.ofJob(want.job_id), want);
     expect(h.sink.finished.map(spanView)).toEqual(fromResults.sink.finished.map(spanView));
     expectSameMetrics(await jobMetrics(h.registry), await jobMetrics(fromResults.registry));
+  });
+
+  it('replays a capture of a job that joined its CI trace from env.txt into that trace, as live', async () => {
+    const traceId = '0af7651916cd43dd8448eb211c80319c';
+    const spanId = 'b7ad6b7169203331';
+    const runinfo = tempDir();
+    const path = join(tempDir(), 'capture.ndjson');
+    const capture = new CaptureWriter({ path, version: 'test', logger: silentLogger() });
+    await capture.open();
+    const live = new RecordingSink();
+    const tracker = new CapturingTracker({ sink: live, logger: silentLogger(), capture, readRunContext });
+    const send = (stream: string, raw: Record<string, unknown>) => {
+      const normalized = normalize(raw, { zone: resolveZone('UTC'), maxStringLength: 4096 });
+      if (!normalized.ok) throw new Error(`bad test event ${JSON.stringify(raw)}`);
+      tracker.onEvent(stream, normalized.event);
+    };
+    const suite = { type: 'TestSuite', id: 'ci_job', seq_num: 1, starttime: 1_714_579_200_000 };
+    const testcase = { type: 'Testcase', id: 'tc', seq_num: 2, parent_seq_num: 1 };
+    // As on the native socket: the runinfo directory at connect, env.txt written after the suite started.
+    tracker.setStreamContext('native', { runinfoDir: runinfo });
+    send('native', { event: 'start_testsuite', ...suite });
+    writeFileSync(
+      join(runinfo, 'env.txt'),
+      `Environment Variables\n=====================\nTRACEPARENT : 00-${traceId}-${spanId}-01\n` +
+        'GITHUB_ACTIONS : true\nGITHUB_WORKFLOW : nightly\nGITHUB_RUN_ID : 77\n\n',
+    );
+    send('native', { event: 'start_testcase', ...testcase, starttime: 1_714_579_201_000 });
+    send('native', { event: 'stop_testcase', ...testcase, stoptime: 1_714_579_202_000, result: 'passed' });
+    send('native', { event: 'stop_testsuite', ...suite, stoptime: 1_714_579_203_000 });
+    // A stream with the same CI context said twice (a bridge reconnecting): one record.
+    const ci = { parent: { traceId, spanId, sampled: true }, pipelineName: 'nightly' };
+    tracker.setStreamContext('bridge', { ci });
+    tracker.setStreamContext('bridge', { ci });
+    tracker.endStream('native');
+    tracker.endStream('bridge');
+    await capture.close();
+    expect(new Set(live.finished.map((s) => s.job.traceId))).toEqual(new Set([traceId]));
+
+    const records = (await readFile(path, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { kind: string; stream?: string; data?: { event: string } });
+    expect(records.map((r) => `${r.kind} ${r.data?.event ?? r.stream ?? ''}`)).toEqual([
+      'capture ',
+      'event start_testsuite',
+      'event start_testcase',
+      // Read just before the testcase's record went out: written before its event, where replay needs it.
+      'context native',
+      'event stop_testcase',
+      'event stop_testsuite',
+      'context bridge',
+      'end native',
+      'end bridge',
+    ]);
+
+    const h = harness();
+    expect((await h.replay([path])).failed).toBe(0);
+    const key = (s: FinishedSection) => `${s.seqNum} ${s.job.traceId} ${s.spanId} ${s.parentSpanId ?? ''}`;
+    expect(h.sink.finished.map(key)).toEqual(live.finished.map(key));
+    const root = h.sink.finished.find((s) => s.type === 'TestSuite');
+    expect(root?.parentSpanId).toBe(spanId);
+    expect(root?.job.ci).toMatchObject({ system: 'github_actions', pipelineName: 'nightly', runId: '77' });
   });
 
   it('replays an exporter capture: interleaved streams, and open sections abandoned at the restart', async () => {
