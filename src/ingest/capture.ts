@@ -33,7 +33,7 @@ import {
 } from '../events/index.js';
 import type { Logger } from '../log.js';
 import { isPyDict, type PyDict } from '../python/index.js';
-import { parseJson } from './ndjson.js';
+import { MAX_ENV_VALUE_LENGTH, parseJson } from './ndjson.js';
 
 export const CAPTURE_FORMAT_VERSION = 1;
 
@@ -127,9 +127,6 @@ export function parseCaptureLine(text: string): CaptureRecord | undefined {
   return { kind, at, stream, data };
 }
 
-/** The longest CI string a capture may carry (as a hello's env value). */
-const MAX_CI_TEXT = 4096;
-
 const CI_FIELDS = [
   ['pipeline_name', 'pipelineName'],
   ['run_id', 'runId'],
@@ -164,10 +161,10 @@ function ciFromCapture(value: unknown): CiContext {
   for (const [key, field] of CI_FIELDS) {
     const text = value[key];
     if (text === undefined) continue;
-    if (typeof text !== 'string' || text.length > MAX_CI_TEXT) {
+    if (typeof text !== 'string' || text.length > MAX_ENV_VALUE_LENGTH) {
       throw new CaptureError(
         'bad_capture_line',
-        `a "context" whose ${key} is not a string of ${MAX_CI_TEXT} at most`,
+        `a "context" whose ${key} is not a string of ${MAX_ENV_VALUE_LENGTH} at most`,
       );
     }
     ci[field] = text;
@@ -252,15 +249,12 @@ export class CaptureWriter {
     });
   }
 
-  /** The stream's job runs in CI: replay applies it at the same place among the stream's events. */
-  context(streamId: string, ci: CiContext, at: number): void {
-    this.push({
-      v: CAPTURE_FORMAT_VERSION,
-      kind: 'context',
-      at: iso(at),
-      stream: streamId,
-      ci: ciToCapture(ci),
-    });
+  /**
+   * The stream's job runs in CI (`ci` as ciToCapture writes it): replay applies it at the same place among the
+   * stream's events.
+   */
+  context(streamId: string, ci: Record<string, string>, at: number): void {
+    this.push({ v: CAPTURE_FORMAT_VERSION, kind: 'context', at: iso(at), stream: streamId, ci });
   }
 
   streamEnded(streamId: string, at: number): void {
@@ -380,12 +374,15 @@ export class CapturingTracker extends SectionTracker {
 
   override setStreamContext(streamId: string, context: StreamContext): void {
     // Only the CI run: the runinfo directory is a path on this host, for reading its files live.
-    const ci = context.ci === undefined ? undefined : JSON.stringify(ciToCapture(context.ci));
-    // A bridge says it again on every reconnect: one record while it stays the same.
-    if (context.ci !== undefined && ci !== this.capturedCi.get(streamId)) {
-      this.capturedCi.set(streamId, ci as string);
-      this.openStreams.add(streamId);
-      this.capture.context(streamId, context.ci, Math.floor(this.clock.now()));
+    if (context.ci !== undefined) {
+      const ci = ciToCapture(context.ci);
+      const written = JSON.stringify(ci);
+      // A bridge says it again on every reconnect: one record while it stays the same.
+      if (written !== this.capturedCi.get(streamId)) {
+        this.capturedCi.set(streamId, written);
+        this.openStreams.add(streamId);
+        this.capture.context(streamId, ci, Math.floor(this.clock.now()));
+      }
     }
     super.setStreamContext(streamId, context);
   }

@@ -337,9 +337,8 @@ export class ReporterSubscriber {
 
   /** A live event, unless it repeats what the snapshot already handed over. */
   private handOver(connection: Connection, info: ConnectionInfo, value: PyValue): void {
-    if (connection.snapshotInitialized.size + connection.snapshotStarted.size > 0) {
-      if (repeatsSnapshot(connection, value)) return;
-    }
+    const snapshotted = connection.snapshotInitialized.size + connection.snapshotStarted.size > 0;
+    if (snapshotted && repeatsSnapshot(connection, value)) return;
     this.guard('event', () => this.options.handlers.event(info, value));
   }
 
