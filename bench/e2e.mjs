@@ -5,7 +5,7 @@
 // and timed from its start until /metrics counts every testcase result, minus the same for a 1-testcase job
 // (start-up cancels out). Three trace configurations, two Python peers on the same stream, the exporter's RSS
 // after the burst, and 1 / 2 / N concurrent streams (`--watch DIR`, with and without `--decode-thread`).
-// Usage: node bench/e2e.mjs [--quick] [--rounds N] [--profile] [--skip peers,decode,streams,decode-thread]
+// Usage: node bench/e2e.mjs [--quick] [--rounds N] [--profile] [--skip peers,decode,span-thread,streams,decode-thread]
 //        [--dist DIR] [--exporter-node-options '...']     (npm run bench runs it last; --skip e2e there)
 import { spawn, spawnSync } from 'node:child_process';
 import {
@@ -248,6 +248,13 @@ async function main() {
 
   const single = [
     contender('a', '(a) exporter, OTLP/HTTP to an acking receiver', (s) => runExporter([s], { env: envA })),
+    ...(skip.has('span-thread')
+      ? []
+      : [
+          contender('a-thread', "(a') as (a), with --span-thread", (s) =>
+            runExporter([s], { env: envA, args: ['--span-thread'] }),
+          ),
+        ]),
     ...(skip.has('decode')
       ? []
       : [
@@ -443,6 +450,8 @@ function report({ big, small, single, concurrent, profile, received }) {
   ratio('exporter (a) / minimal peer', pair(rates, 'a', 'minimal'), pair(perCpu, 'a', 'minimal'), 1.0);
   ratio('exporter (a) / fuller peer', pair(rates, 'a', 'fuller'), pair(perCpu, 'a', 'fuller'), 2.0);
   ratio('(a) / (c)', pair(rates, 'a', 'c'), pair(perCpu, 'a', 'c'), 0.8);
+  ratio("(a') --span-thread / (c)", pair(rates, 'a-thread', 'c'), pair(perCpu, 'a-thread', 'c'));
+  ratio("(a') --span-thread / (a)", pair(rates, 'a-thread', 'a'), pair(perCpu, 'a-thread', 'a'));
   ratio('(b) / (c)', pair(rates, 'b', 'c'), pair(perCpu, 'b', 'c'));
   ratio('(b) / (a)', pair(rates, 'b', 'a'), pair(perCpu, 'b', 'a'));
   ratio('exporter (c) / minimal peer', pair(rates, 'c', 'minimal'), pair(perCpu, 'c', 'minimal'));

@@ -6,7 +6,7 @@
 // benchmark of the CLI (e2e.mjs, its own report), given the same --quick / --rounds / --profile / --dist.
 // Usage: npm run bench [-- --quick] [--rounds N] [--profile] [--skip peer,scrape,scale,e2e] [--dist DIR]
 //        [--exporter-node-options '--max-semi-space-size=32']
-//        --skip e2e-NAME passes --skip NAME to e2e.mjs (e2e-peers, e2e-decode, e2e-streams, e2e-decode-thread);
+//        --skip e2e-NAME passes --skip NAME to e2e.mjs (e2e-peers, e2e-decode, e2e-span-thread, e2e-streams, e2e-decode-thread);
 //        --skip peer also skips e2e's peers.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
