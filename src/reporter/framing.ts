@@ -235,7 +235,8 @@ const COMPACT_AFTER_CHUNKS = 1024;
 /**
  * Turns a byte stream into message payloads. Returned payloads may alias the pushed chunks (a subarray when
  * a payload lies within one pushed chunk and one frame chunk), so callers must not modify a chunk after
- * pushing it; other payloads are fresh copies.
+ * pushing it, unless they are done with those payloads and call `detach()` first; other payloads are fresh
+ * copies.
  */
 export class FrameReader {
   private format: FrameFormat | undefined;
@@ -254,6 +255,8 @@ export class FrameReader {
   private parts: Uint8Array[] = [];
   private partsBytes = 0;
   private failure: FrameError | undefined;
+  // Copies made by detach(): each byte of a long message is copied once, not at every push.
+  private owned = new WeakSet<Uint8Array>();
   // The size prefix being read, kept for the error message.
   private readonly header = new Uint8Array(MAX_HEADER_WIDTH);
 
@@ -351,6 +354,28 @@ export class FrameReader {
       'undetectable_header',
       `no frame format (${FRAME_FORMATS.join(', ')}) fits the first bytes (${head})`,
     );
+  }
+
+  /**
+   * Copies whatever the reader still holds of pushed chunks (the start of an incomplete message), so the caller
+   * may overwrite the chunk it last pushed: a socket read into one reused buffer pushes that buffer each time.
+   */
+  detach(): void {
+    for (let i = this.chunkIndex; i < this.chunks.length; i++) {
+      const chunk = this.chunks[i]!;
+      if (this.owned.has(chunk)) continue;
+      const copy = chunk.slice(i === this.chunkIndex ? this.chunkOffset : 0);
+      this.owned.add(copy);
+      this.chunks[i] = copy;
+      if (i === this.chunkIndex) this.chunkOffset = 0;
+    }
+    for (let i = 0; i < this.parts.length; i++) {
+      const part = this.parts[i]!;
+      if (this.owned.has(part)) continue;
+      const copy = part.slice();
+      this.owned.add(copy);
+      this.parts[i] = copy;
+    }
   }
 
   private enqueue(chunk: Uint8Array): void {

@@ -403,6 +403,48 @@ describe('FrameReader (property)', () => {
     );
   });
 
+  /** As a socket reading into one reused buffer: each read overwrites the last; frames are used at once. */
+  function readThroughOneBuffer(reader: FrameReader, stream: Uint8Array, sizes: number[], detach: boolean) {
+    const buffer = new Uint8Array(Math.max(...sizes));
+    const got: Uint8Array[] = [];
+    for (let offset = 0, i = 0; offset < stream.length; i++) {
+      const size = Math.min(sizes[i % sizes.length] ?? 1, stream.length - offset);
+      buffer.fill(0xee);
+      buffer.set(stream.subarray(offset, offset + size));
+      for (const frame of reader.push(buffer.subarray(0, size))) got.push(frame.slice());
+      if (detach) reader.detach();
+      offset += size;
+    }
+    return got;
+  }
+
+  it('reads back any payloads through one reused buffer, split anywhere, when detached after each push', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ maxLength: 400 }), { maxLength: 30 }),
+        format,
+        chunkSizes,
+        (ps, f, sizes) => {
+          const stream = concat(ps.map((p) => encodeFrame(p, f)));
+          const reader = new FrameReader({ format: f, maxFrameBytes: 400 });
+          expect(readThroughOneBuffer(reader, stream, sizes, true)).toEqual(ps);
+          expect(reader.bufferedBytes).toBe(0);
+        },
+      ),
+    );
+  });
+
+  it('keeps the parts of a chunked message and a partial frame through buffer reuse only when detached', () => {
+    const big = payload(MAX_CHUNK_BYTES * 2 + 100, 4, 0x42);
+    const stream = concat([encodeFrame(payload(300), 'chunked'), encodeFrame(big, 'chunked')]);
+    const sizes = [250, 40_000];
+    const detached = new FrameReader({ format: 'chunked', maxFrameBytes: MiB });
+    expect(readThroughOneBuffer(detached, stream, sizes, true)).toEqual([payload(300), big]);
+    // The same reads without detach see the overwritten bytes: the test would catch a detach that kept none.
+    const aliased = new FrameReader({ format: 'chunked', maxFrameBytes: MiB });
+    expect(readThroughOneBuffer(aliased, stream, sizes, false)).not.toEqual([payload(300), big]);
+  });
+
   it('reads back any pickle-shaped payloads, in any format, split anywhere (detected header)', () => {
     fc.assert(
       fc.property(
