@@ -4,12 +4,12 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { constants as zlibConstants, gzipSync } from 'node:zlib';
 import express from 'express';
 import { Registry, type Metric, type RegistryContentType } from 'prom-client';
 import type { Logger } from '../log.js';
-import { isSelfRendering } from '../telemetry/index.js';
+import { ExpositionPiece, isSelfRendering } from '../telemetry/index.js';
 import { Authenticator, requireAuth, type AuthOptions } from './auth.js';
+import { gzipBody, plainBody, type Body } from './exposition-body.js';
 import { clientCertificateProblem, httpsServerOptions, type TlsSettings } from './web-config.js';
 
 export interface Readiness {
@@ -92,18 +92,45 @@ export const CONTENT_TYPES: Record<ExpositionFormat, RegistryContentType> = {
  * Registry default labels are not applied (the exporter sets none).
  */
 export async function renderMetrics(registry: Registry, format: ExpositionFormat): Promise<string> {
+  let text = '';
+  for (const piece of await renderPieces(registry, format)) text += piece.text;
+  return text;
+}
+
+// prom-client's own framing: a blank line between Prometheus-text families; `# EOF` once, last.
+const PROMETHEUS_SEPARATOR = new ExpositionPiece('\n\n');
+const PROMETHEUS_END = new ExpositionPiece('\n');
+const OPENMETRICS_SEPARATOR = new ExpositionPiece('\n');
+const OPENMETRICS_END = new ExpositionPiece('\n# EOF\n');
+/** The framing pieces: short and constant, compressed together with the text around them. */
+const FRAMING: ReadonlySet<ExpositionPiece> = new Set([
+  PROMETHEUS_SEPARATOR,
+  PROMETHEUS_END,
+  OPENMETRICS_SEPARATOR,
+  OPENMETRICS_END,
+]);
+
+/**
+ * renderMetrics' text in pieces, in order: the self-rendering families' own (the same objects while unchanged,
+ * see ExpositionPiece), one made for this scrape per other metric, and the framing between them.
+ */
+export async function renderPieces(registry: Registry, format: ExpositionFormat): Promise<ExpositionPiece[]> {
   const openMetrics = format === 'openmetrics';
   const metrics: unknown[] = registry.getMetricsAsArray();
   const snapshotTexts = await renderSnapshots(metrics.filter((m) => !isSelfRendering(m)) as Metric[], format);
-  const parts: string[] = [];
+  const separator = openMetrics ? OPENMETRICS_SEPARATOR : PROMETHEUS_SEPARATOR;
+  const pieces: ExpositionPiece[] = [];
   let next = 0;
   for (const metric of metrics) {
-    parts.push(
-      isSelfRendering(metric) ? metric.renderExposition(openMetrics) : (snapshotTexts[next++] ?? ''),
-    );
+    if (pieces.length > 0) pieces.push(separator);
+    if (isSelfRendering(metric)) {
+      for (const piece of metric.renderPieces(openMetrics)) pieces.push(piece);
+    } else {
+      pieces.push(new ExpositionPiece(snapshotTexts[next++] ?? '', false));
+    }
   }
-  // prom-client's own framing: a blank line between Prometheus-text families; `# EOF` once, last.
-  return openMetrics ? `${parts.join('\n')}\n# EOF\n` : `${parts.join('\n\n')}\n`;
+  pieces.push(openMetrics ? OPENMETRICS_END : PROMETHEUS_END);
+  return pieces;
 }
 
 /** Each metric's text (no trailing newline), from one snapshot of them all, in their order. */
@@ -157,22 +184,23 @@ const INDEX_HTML = `<!doctype html>
 const GZIP_MIN_BYTES = 1024;
 
 /**
- * The /metrics body gzipped when the scraper accepts it, as Prometheus does: 1.4 MB of text for 13,000 series
- * becomes about 70 kB, which a scrape across a network feels more than the 2–3 ms level 1 costs. Measured
- * under ingest (`npm run bench`), gzip on the event loop added 2 ms to the scrape's p50; zlib's thread pool
- * (async gzip) and express's `compression` middleware (16 kB chunks, each a trip through the event loop)
- * both added 10–12 ms, waiting for a core and for the event loop between ingest turns.
+ * The /metrics body, gzipped when the scraper accepts it, as Prometheus does: 2.4 MB of text for 22,000
+ * series becomes about 120 kB, which a scrape across a network feels more than level 1 costs. Compressed on
+ * the event loop: zlib's thread pool (async gzip) and express's `compression` middleware (16 kB chunks, each
+ * a trip through the event loop) both added 10–12 ms to the p50 under ingest, waiting for a core and for the
+ * event loop between ingest turns. Pieces unchanged since an earlier scrape are not encoded again
+ * (exposition-body.ts).
  */
-function encodeBody(req: express.Request, body: string): { bytes: Buffer; gzipped: boolean } {
-  const bytes = Buffer.from(body, 'utf8');
+function encodeBody(req: express.Request, pieces: readonly ExpositionPiece[]): Body & { gzipped: boolean } {
+  const plain = plainBody(pieces);
   if (
     req.method !== 'GET' ||
-    bytes.length < GZIP_MIN_BYTES ||
+    plain.length < GZIP_MIN_BYTES ||
     req.acceptsEncodings('gzip', 'identity') !== 'gzip'
   ) {
-    return { bytes, gzipped: false };
+    return { ...plain, gzipped: false };
   }
-  return { bytes: gzipSync(bytes, { level: zlibConstants.Z_BEST_SPEED }), gzipped: true };
+  return { ...gzipBody(pieces, FRAMING), gzipped: true };
 }
 
 function methodNotAllowed(allow: string): express.RequestHandler {
@@ -202,9 +230,9 @@ export function createApp(opts: AppOptions): express.Express {
     .route('/metrics')
     .get(async (req, res) => {
       const format = negotiateFormat(req.get('accept'));
-      let body: { bytes: Buffer; gzipped: boolean };
+      let body: Body & { gzipped: boolean };
       try {
-        body = encodeBody(req, await renderMetrics(registry, format));
+        body = encodeBody(req, await renderPieces(registry, format));
       } catch (err) {
         logger.error({ err }, 'collecting metrics failed');
         res.status(500).type('text/plain').send('error collecting metrics\n');
@@ -215,10 +243,14 @@ export function createApp(opts: AppOptions): express.Express {
       res.status(200);
       res.setHeader('Content-Type', CONTENT_TYPES[format]);
       if (body.gzipped) res.setHeader('Content-Encoding', 'gzip');
-      res.setHeader('Content-Length', body.bytes.length);
+      res.setHeader('Content-Length', body.length);
       res.setHeader('Vary', 'Accept, Accept-Encoding');
       res.setHeader('Cache-Control', 'no-store');
-      res.end(body.bytes);
+      // One writev for all the chunks: no copy of the body into one buffer first.
+      res.cork();
+      for (const chunk of body.chunks) res.write(chunk);
+      res.end();
+      res.uncork();
     })
     .all(methodNotAllowed('GET, HEAD'));
 

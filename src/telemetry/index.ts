@@ -3,7 +3,7 @@
 export { MetricsSink } from './metrics.js';
 export { GUARDED_LABELS, type GuardedLabel, type LabelLimits } from './cardinality.js';
 export { ExporterHealth, registerProcessMetrics } from './health.js';
-export { isSelfRendering } from './series.js';
+export { ExpositionPiece, isSelfRendering } from './series.js';
 export { PushgatewayPublisher } from './pushgateway.js';
 export { SpanSink } from './spans.js';
 export { SpanThread } from './span-thread.js';

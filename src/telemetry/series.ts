@@ -33,6 +33,19 @@ export type FamilyType = 'counter' | 'gauge' | 'histogram';
 /** Exemplar labels, e.g. `{ trace_id, span_id }`; OpenMetrics caps the whole set at 128 characters. */
 export type ExemplarLabels = Readonly<Record<string, string>>;
 
+/**
+ * A run of exposition text that stays the same object while its text stays the same: a family hands out the
+ * same piece for a block of series until one of them changes, so the HTTP layer can keep the piece's bytes and
+ * their compressed form (http/server.ts) instead of making them again at every scrape.
+ */
+export class ExpositionPiece {
+  constructor(
+    readonly text: string,
+    /** False for text made anew at every scrape (prom-client's metrics): not worth a cache of its own. */
+    readonly durable = true,
+  ) {}
+}
+
 /** A metric that writes its own exposition; `renderMetrics` prints these and snapshots the rest. */
 export interface SelfRenderingMetric {
   readonly name: string;
@@ -41,13 +54,15 @@ export interface SelfRenderingMetric {
    * write it: `# HELP` and `# TYPE` lines then one line per sample, no trailing newline.
    */
   renderExposition(openMetrics: boolean): string;
+  /** renderExposition's text in pieces (their texts joined are that text), unchanged pieces kept. */
+  renderPieces(openMetrics: boolean): readonly ExpositionPiece[];
 }
 
 export function isSelfRendering(metric: unknown): metric is SelfRenderingMetric {
   return (
     typeof metric === 'object' &&
     metric !== null &&
-    typeof (metric as Partial<SelfRenderingMetric>).renderExposition === 'function'
+    typeof (metric as Partial<SelfRenderingMetric>).renderPieces === 'function'
   );
 }
 
@@ -109,6 +124,27 @@ export interface FamilyOptions {
   labelNames: readonly string[];
 }
 
+/** A block of a family's series and the text last rendered for it, with the state it was rendered from. */
+interface Block<S> {
+  series: S[];
+  /** Per series, `stateWidth` numbers (see SeriesFamily.writeState) as they were at the last render. */
+  rendered: Float64Array;
+  piece: ExpositionPiece | undefined;
+}
+
+/** A family's blocks in one exposition format, laid out from its series as `layout` numbered them. */
+interface BlockCache<S> {
+  layout: number;
+  header: ExpositionPiece;
+  blocks: Block<S>[];
+}
+
+function sameMembers<S>(a: readonly S[], b: readonly S[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 abstract class SeriesFamily<
   S extends { readonly labelValues: readonly string[] },
 > implements SelfRenderingMetric {
@@ -124,6 +160,14 @@ abstract class SeriesFamily<
   protected readonly baseName: string;
   protected readonly escapedHelp: string;
   protected readonly series = new Map<string, S>();
+  /** Bumped whenever a series is added or removed: the blocks are laid out again from the series. */
+  private layout = 0;
+  /** Per format (Prometheus text, OpenMetrics), made at its first render. */
+  private readonly caches: [BlockCache<S> | undefined, BlockCache<S> | undefined] = [undefined, undefined];
+  /** Series per block: few enough that a scrape re-renders little of what did not change since the last. */
+  protected abstract readonly blockSize: number;
+  /** Numbers per series that writeState records; a series whose numbers are unchanged renders the same. */
+  protected abstract readonly stateWidth: number;
 
   constructor(options: FamilyOptions) {
     if (!METRIC_NAME.test(options.name)) throw new Error(`invalid metric name: ${options.name}`);
@@ -156,13 +200,75 @@ abstract class SeriesFamily<
     if (series === undefined) {
       series = this.create([...values]);
       this.series.set(key, series);
+      this.layout++;
     }
     return series;
   }
 
   /** Drops the series of these label values; a kept reference to it no longer shows in the exposition. */
   remove(values: readonly string[]): void {
-    this.series.delete(seriesKey(values));
+    if (this.series.delete(seriesKey(values))) this.layout++;
+  }
+
+  renderExposition(openMetrics: boolean): string {
+    let out = '';
+    for (const piece of this.renderPieces(openMetrics)) out += piece.text;
+    return out;
+  }
+
+  /**
+   * The header, then one piece per block of `blockSize` series in insertion order. A block's piece is rendered
+   * again only when one of its series' numbers (writeState) changed or the block's members did; otherwise the
+   * same object is handed out, so what was made of it at the last scrape can be kept.
+   */
+  renderPieces(openMetrics: boolean): readonly ExpositionPiece[] {
+    const cache = (this.caches[openMetrics ? 1 : 0] ??= {
+      layout: -1,
+      header: new ExpositionPiece(this.renderHeader(openMetrics)),
+      blocks: [],
+    });
+    if (cache.layout !== this.layout) this.layOut(cache);
+    const width = this.stateWidth;
+    const state = new Float64Array(width);
+    const pieces: ExpositionPiece[] = [cache.header];
+    for (const block of cache.blocks) {
+      let changed = block.piece === undefined;
+      for (let i = 0; !changed && i < block.series.length; i++) {
+        this.writeState(block.series[i]!, state, 0);
+        for (let k = 0; k < width; k++) {
+          // Object.is: a NaN gauge that stays NaN is unchanged.
+          if (!Object.is(state[k], block.rendered[i * width + k])) changed = true;
+        }
+      }
+      if (changed) {
+        for (let i = 0; i < block.series.length; i++)
+          this.writeState(block.series[i]!, block.rendered, i * width);
+        block.piece = new ExpositionPiece(this.renderSeries(block.series, openMetrics));
+      }
+      pieces.push(block.piece!);
+    }
+    return pieces;
+  }
+
+  /** Cuts the series into blocks again, keeping every block whose members are the same as before. */
+  private layOut(cache: BlockCache<S>): void {
+    const all = [...this.series.values()];
+    const blocks: Block<S>[] = [];
+    for (let at = 0, b = 0; at < all.length; at += this.blockSize, b++) {
+      const members = all.slice(at, at + this.blockSize);
+      const old = cache.blocks[b];
+      blocks.push(
+        old !== undefined && sameMembers(old.series, members)
+          ? old
+          : {
+              series: members,
+              rendered: new Float64Array(members.length * this.stateWidth),
+              piece: undefined,
+            },
+      );
+    }
+    cache.blocks = blocks;
+    cache.layout = this.layout;
   }
 
   get size(): number {
@@ -182,10 +288,15 @@ abstract class SeriesFamily<
   }
 
   protected abstract create(values: readonly string[]): S;
+  /** `# HELP` and `# TYPE` of the family in this format. */
+  protected abstract renderHeader(openMetrics: boolean): string;
+  /** The lines of these series, each after a line feed. */
+  protected abstract renderSeries(series: readonly S[], openMetrics: boolean): string;
+  /** Writes `stateWidth` numbers at `out[at]`: whatever the series' lines are made from that can change. */
+  protected abstract writeState(series: S, out: Float64Array, at: number): void;
   abstract get(): Promise<FamilySnapshot>;
   /** Zeroes every series: unlike prom-client's reset the series stay, because callers hold them. */
   abstract reset(): void;
-  abstract renderExposition(openMetrics: boolean): string;
 }
 
 /** One series of a counter or a gauge. */
@@ -217,19 +328,32 @@ export class ScalarFamily extends SeriesFamily<ScalarSeries> {
     return new ScalarSeries(values, pairs === '' ? '' : flat(`{${pairs}}`));
   }
 
-  renderExposition(openMetrics: boolean): string {
-    let familyName = this.baseName;
-    let sampleName = this.baseName;
-    // OpenMetrics names the counter family without `_total` and every sample with it.
-    if (openMetrics && this.type === 'counter') {
-      familyName = this.baseName.replace(/_total$/, '');
-      sampleName = flat(`${familyName}_total`);
-    }
-    let out = this.header(familyName);
-    for (const s of this.series.values()) {
-      out += `\n${sampleName}${s.labelText} ${formatSampleValue(s.value)}`;
-    }
+  protected readonly blockSize = 256;
+  protected readonly stateWidth = 1;
+  private sampleNames: [string, string] | undefined;
+
+  // OpenMetrics names the counter family without `_total` and every sample with it.
+  private omCounterName(): string {
+    return this.baseName.replace(/_total$/, '');
+  }
+
+  protected renderHeader(openMetrics: boolean): string {
+    return this.header(openMetrics && this.type === 'counter' ? this.omCounterName() : this.baseName);
+  }
+
+  protected renderSeries(series: readonly ScalarSeries[], openMetrics: boolean): string {
+    this.sampleNames ??= [
+      this.baseName,
+      this.type === 'counter' ? flat(`${this.omCounterName()}_total`) : this.baseName,
+    ];
+    const sampleName = this.sampleNames[openMetrics ? 1 : 0];
+    let out = '';
+    for (const s of series) out += `\n${sampleName}${s.labelText} ${formatSampleValue(s.value)}`;
     return out;
+  }
+
+  protected writeState(series: ScalarSeries, out: Float64Array, at: number): void {
+    out[at] = series.value;
   }
 
   get(): Promise<FamilySnapshot> {
@@ -350,12 +474,26 @@ export class HistogramFamily extends SeriesFamily<HistogramSeries> {
     );
   }
 
-  renderExposition(openMetrics: boolean): string {
-    const name = this.baseName;
+  // 23 lines per series with the default buckets: about as many lines per block as a scalar family's.
+  protected readonly blockSize = 16;
+  // Every observation moves `count`, and `reset` does unless it was already 0 (and with it every bucket);
+  // `sum` as well, to be safe with observations of 0.
+  protected readonly stateWidth = 2;
+
+  protected renderHeader(): string {
+    return this.header(this.baseName);
+  }
+
+  protected writeState(series: HistogramSeries, out: Float64Array, at: number): void {
+    out[at] = series.count;
+    out[at + 1] = series.sum;
+  }
+
+  protected renderSeries(series: readonly HistogramSeries[], openMetrics: boolean): string {
     const heads = this.bucketHeads;
     const n = this.upperBounds.length;
-    let out = this.header(name);
-    for (const s of this.series.values()) {
+    let out = '';
+    for (const s of series) {
       const bucketTail = s.bucketTail;
       const exemplars = openMetrics ? s.exemplars : undefined;
       let cumulative = 0;

@@ -274,6 +274,47 @@ describe('HTTP server', () => {
     }
   });
 
+  it('gives every gzip scrape the current text while the series change between scrapes', async () => {
+    const registry = new Registry();
+    const sink = new MetricsSink({ registry });
+    const health = new ExporterHealth({ registry, version: '0.1.0' });
+    const server = await start(registry);
+    const port = server.address.port;
+    const job = { jobId: 'nightly', jobName: 'nightly', runId: 'nightly@1', traceId: '0'.repeat(32) };
+    let seqNum = 1;
+    const finish = (id: string, value: 'passed' | 'failed'): void =>
+      sink.sectionFinished({
+        job,
+        seqNum: seqNum++,
+        spanId: seqNum.toString(16).padStart(16, '0'),
+        type: 'Testcase',
+        id,
+        task: 'task-1',
+        startTime: 0,
+        stopTime: 1500,
+        runtime: 1.5,
+        result: { value },
+        incomplete: false,
+        orphan: false,
+        started: false,
+      });
+    for (let i = 0; i < 600; i++) finish(`tc_${i}`, 'passed');
+    for (let round = 0; round < 4; round++) {
+      for (const accept of ['text/plain', PROMETHEUS_242_ACCEPT]) {
+        const gzipped = await request(port, '/metrics', { headers: { accept, 'accept-encoding': 'gzip' } });
+        const plain = await request(port, '/metrics', { headers: { accept } });
+        expect(gzipped.headers['content-encoding']).toBe('gzip');
+        expect(gunzipSync(gzipped.bytes).toString('utf8')).toBe(plain.body);
+        if (round > 0)
+          expect(plain.body).toMatch(new RegExp(`testcase="tc_${round}"[^\n]*result="failed"} 1\n`));
+      }
+      // One testcase of an early block fails, a new one appears at the end, prom-client's counters move.
+      finish(`tc_${round + 1}`, 'failed');
+      finish(`tc_new_${round}`, 'passed');
+      health.eventReceived('reporter_socket');
+    }
+  });
+
   it('sends /metrics uncompressed when gzip is not accepted, the body is small, or for HEAD', async () => {
     const server = await start(populatedRegistry());
     const port = server.address.port;

@@ -440,3 +440,77 @@ describe('families in a prom-client Registry', () => {
     );
   });
 });
+
+describe('renderPieces: unchanged blocks are the same objects from scrape to scrape', () => {
+  /** The full text of a family, from scratch: a new family fed the same series in the same order. */
+  function textOf(pieces: readonly { text: string }[]): string {
+    return pieces.map((p) => p.text).join('');
+  }
+
+  it('re-renders only the block whose series changed, and its text matches the whole rendering', () => {
+    const family = new ScalarFamily({ name: 'x_r_total', help: 'R.', labelNames: ['k'], type: 'counter' });
+    const series = Array.from({ length: 1000 }, (_, i) => family.child([`s${i}`]));
+    for (const openMetrics of [false, true]) {
+      const first = family.renderPieces(openMetrics);
+      // A header, then blocks of 256 series.
+      expect(first).toHaveLength(1 + Math.ceil(1000 / 256));
+      series[300]!.value += 1;
+      const second = family.renderPieces(openMetrics);
+      expect(second.map((p, i) => p === first[i])).toEqual([true, true, false, true, true]);
+      expect(textOf(second)).toBe(family.renderExposition(openMetrics));
+      expect(textOf(second)).toContain(`\nx_r_total{k="s300"} ${series[300]!.value}\n`);
+    }
+  });
+
+  it('keeps the blocks before an added series, lays out again after a removal, and sees reset', () => {
+    const family = new ScalarFamily({ name: 'x_l', help: 'L.', labelNames: ['k'], type: 'gauge' });
+    for (let i = 0; i < 600; i++) family.child([`s${i}`]).value = i;
+    const first = family.renderPieces(false);
+    family.child(['new']).value = 1;
+    const added = family.renderPieces(false);
+    expect(added.slice(0, 3)).toEqual(first.slice(0, 3));
+    expect(added[1]).toBe(first[1]);
+    expect(added[3]).not.toBe(first[3]);
+    expect(textOf(added)).toMatch(/x_l\{k="s599"\} 599\nx_l\{k="new"\} 1$/);
+
+    family.remove(['s0']);
+    const removed = family.renderPieces(false);
+    expect(removed[1]).not.toBe(added[1]);
+    expect(textOf(removed)).not.toContain('k="s0"');
+    expect(textOf(removed).match(/\nx_l\{/g)).toHaveLength(600);
+
+    family.reset();
+    expect(textOf(family.renderPieces(false))).not.toMatch(/ [1-9]\d*$/m);
+  });
+
+  it('keeps a NaN gauge as it is, and notices a value set to the same number as unchanged', () => {
+    const family = new ScalarFamily({ name: 'x_n', help: 'N.', labelNames: [], type: 'gauge' });
+    family.child([]).value = Number.NaN;
+    const first = family.renderPieces(false);
+    family.child([]).value = Number.NaN;
+    expect(family.renderPieces(false)[1]).toBe(first[1]);
+    family.child([]).value = 2;
+    expect(family.renderPieces(false)[1]!.text).toBe('\nx_n 2');
+  });
+
+  it('re-renders a histogram block after an observation, exemplar included, and not otherwise', () => {
+    const family = new HistogramFamily({
+      name: 'x_h',
+      help: 'H.',
+      labelNames: ['k'],
+      buckets: [1, 2],
+      exemplars: true,
+    });
+    const series = Array.from({ length: 40 }, (_, i) => family.child([`s${i}`]));
+    const first = family.renderPieces(true);
+    expect(family.renderPieces(true)).toEqual(first);
+    series[20]!.observe(1.5, { trace_id: 'abc' });
+    const second = family.renderPieces(true);
+    // Blocks of 16 series: the second block holds s16..s31.
+    expect(second.map((p, i) => p === first[i])).toEqual([true, true, false, true]);
+    expect(second[2]!.text).toContain('x_h_bucket{le="2",k="s20"} 1 # {trace_id="abc"} 1.5 ');
+    expect(textOf(second)).toBe(family.renderExposition(true));
+    // The Prometheus-text pieces are their own: no exemplar there.
+    expect(textOf(family.renderPieces(false))).not.toContain('trace_id');
+  });
+});
