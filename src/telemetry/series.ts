@@ -127,7 +127,7 @@ export interface FamilyOptions {
 /** A block of a family's series and the text last rendered for it, with the state it was rendered from. */
 interface Block<S> {
   series: S[];
-  /** Per series, `stateWidth` numbers (see SeriesFamily.writeState) as they were at the last render. */
+  /** Per series, its stateOf as it was at the last render. */
   rendered: Float64Array;
   piece: ExpositionPiece | undefined;
 }
@@ -166,8 +166,6 @@ abstract class SeriesFamily<
   private readonly caches: [BlockCache<S> | undefined, BlockCache<S> | undefined] = [undefined, undefined];
   /** Series per block: few enough that a scrape re-renders little of what did not change since the last. */
   protected abstract readonly blockSize: number;
-  /** Numbers per series that writeState records; a series whose numbers are unchanged renders the same. */
-  protected abstract readonly stateWidth: number;
 
   constructor(options: FamilyOptions) {
     if (!METRIC_NAME.test(options.name)) throw new Error(`invalid metric name: ${options.name}`);
@@ -218,8 +216,8 @@ abstract class SeriesFamily<
 
   /**
    * The header, then one piece per block of `blockSize` series in insertion order. A block's piece is rendered
-   * again only when one of its series' numbers (writeState) changed or the block's members did; otherwise the
-   * same object is handed out, so what was made of it at the last scrape can be kept.
+   * again only when one of its series' stateOf changed or the block's members did; otherwise the same object is
+   * handed out, so what was made of it at the last scrape can be kept.
    */
   renderPieces(openMetrics: boolean): readonly ExpositionPiece[] {
     const cache = (this.caches[openMetrics ? 1 : 0] ??= {
@@ -228,21 +226,15 @@ abstract class SeriesFamily<
       blocks: [],
     });
     if (cache.layout !== this.layout) this.layOut(cache);
-    const width = this.stateWidth;
-    const state = new Float64Array(width);
     const pieces: ExpositionPiece[] = [cache.header];
     for (const block of cache.blocks) {
       let changed = block.piece === undefined;
       for (let i = 0; !changed && i < block.series.length; i++) {
-        this.writeState(block.series[i]!, state, 0);
-        for (let k = 0; k < width; k++) {
-          // Object.is: a NaN gauge that stays NaN is unchanged.
-          if (!Object.is(state[k], block.rendered[i * width + k])) changed = true;
-        }
+        // Object.is: a NaN gauge that stays NaN is unchanged.
+        changed = !Object.is(this.stateOf(block.series[i]!), block.rendered[i]);
       }
       if (changed) {
-        for (let i = 0; i < block.series.length; i++)
-          this.writeState(block.series[i]!, block.rendered, i * width);
+        for (let i = 0; i < block.series.length; i++) block.rendered[i] = this.stateOf(block.series[i]!);
         block.piece = new ExpositionPiece(this.renderSeries(block.series, openMetrics));
       }
       pieces.push(block.piece!);
@@ -262,7 +254,7 @@ abstract class SeriesFamily<
           ? old
           : {
               series: members,
-              rendered: new Float64Array(members.length * this.stateWidth),
+              rendered: new Float64Array(members.length),
               piece: undefined,
             },
       );
@@ -292,8 +284,8 @@ abstract class SeriesFamily<
   protected abstract renderHeader(openMetrics: boolean): string;
   /** The lines of these series, each after a line feed. */
   protected abstract renderSeries(series: readonly S[], openMetrics: boolean): string;
-  /** Writes `stateWidth` numbers at `out[at]`: whatever the series' lines are made from that can change. */
-  protected abstract writeState(series: S, out: Float64Array, at: number): void;
+  /** A number that changes whenever anything the series' lines are made from does. */
+  protected abstract stateOf(series: S): number;
   abstract get(): Promise<FamilySnapshot>;
   /** Zeroes every series: unlike prom-client's reset the series stay, because callers hold them. */
   abstract reset(): void;
@@ -321,6 +313,10 @@ export class ScalarFamily extends SeriesFamily<ScalarSeries> {
   constructor(options: ScalarFamilyOptions) {
     super(options);
     this.type = options.type;
+    this.sampleNames = [
+      this.baseName,
+      this.type === 'counter' ? flat(`${this.omCounterName()}_total`) : this.baseName,
+    ];
   }
 
   protected create(values: readonly string[]): ScalarSeries {
@@ -329,8 +325,8 @@ export class ScalarFamily extends SeriesFamily<ScalarSeries> {
   }
 
   protected readonly blockSize = 256;
-  protected readonly stateWidth = 1;
-  private sampleNames: [string, string] | undefined;
+  /** The sample name in Prometheus text and in OpenMetrics. */
+  private readonly sampleNames: readonly [string, string];
 
   // OpenMetrics names the counter family without `_total` and every sample with it.
   private omCounterName(): string {
@@ -342,18 +338,14 @@ export class ScalarFamily extends SeriesFamily<ScalarSeries> {
   }
 
   protected renderSeries(series: readonly ScalarSeries[], openMetrics: boolean): string {
-    this.sampleNames ??= [
-      this.baseName,
-      this.type === 'counter' ? flat(`${this.omCounterName()}_total`) : this.baseName,
-    ];
     const sampleName = this.sampleNames[openMetrics ? 1 : 0];
     let out = '';
     for (const s of series) out += `\n${sampleName}${s.labelText} ${formatSampleValue(s.value)}`;
     return out;
   }
 
-  protected writeState(series: ScalarSeries, out: Float64Array, at: number): void {
-    out[at] = series.value;
+  protected stateOf(series: ScalarSeries): number {
+    return series.value;
   }
 
   get(): Promise<FamilySnapshot> {
@@ -476,17 +468,15 @@ export class HistogramFamily extends SeriesFamily<HistogramSeries> {
 
   // 23 lines per series with the default buckets: about as many lines per block as a scalar family's.
   protected readonly blockSize = 16;
-  // Every observation moves `count`, and `reset` does unless it was already 0 (and with it every bucket);
-  // `sum` as well, to be safe with observations of 0.
-  protected readonly stateWidth = 2;
 
   protected renderHeader(): string {
     return this.header(this.baseName);
   }
 
-  protected writeState(series: HistogramSeries, out: Float64Array, at: number): void {
-    out[at] = series.count;
-    out[at + 1] = series.sum;
+  // Every observation (its buckets, sum and exemplar) moves `count`, and so does `reset`, unless the count was
+  // already 0 and with it every bucket and the sum.
+  protected stateOf(series: HistogramSeries): number {
+    return series.count;
   }
 
   protected renderSeries(series: readonly HistogramSeries[], openMetrics: boolean): string {
