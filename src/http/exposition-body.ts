@@ -37,6 +37,11 @@ export interface Body {
   length: number;
 }
 
+/** A plainBody: its chunks are the pieces' bytes, one per piece, in the pieces' order. */
+export interface PlainBody extends Body {
+  readonly pieces: readonly ExpositionPiece[];
+}
+
 function encodedOf(piece: ExpositionPiece): Encoded {
   let entry = encoded.get(piece);
   if (entry === undefined) {
@@ -47,7 +52,7 @@ function encodedOf(piece: ExpositionPiece): Encoded {
 }
 
 /** The body as the pieces' UTF-8 bytes, each durable piece's kept for the next scrape. */
-export function plainBody(pieces: readonly ExpositionPiece[]): Body {
+export function plainBody(pieces: readonly ExpositionPiece[]): PlainBody {
   const chunks: Buffer[] = [];
   let length = 0;
   for (const piece of pieces) {
@@ -55,17 +60,17 @@ export function plainBody(pieces: readonly ExpositionPiece[]): Body {
     chunks.push(bytes);
     length += bytes.length;
   }
-  return { chunks, length };
+  return { pieces, chunks, length };
 }
 
 /**
- * The body gzipped (level 1). Durable pieces are compressed once and kept; pieces made for this scrape only
+ * `plain` gzipped (level 1). Durable pieces are compressed once and kept; pieces made for this scrape only
  * are compressed together with the short durable ones between them (`joinable`, the separators), so the few
  * hundred lines of prom-client's own metrics cost one deflate call per run rather than one per metric.
  */
-export function gzipBody(pieces: readonly ExpositionPiece[], joinable: ReadonlySet<ExpositionPiece>): Body {
+export function gzipBody(plain: PlainBody, joinable: ReadonlySet<ExpositionPiece>): Body {
   if (crc32 === undefined) {
-    const bytes = zlib.gzipSync(Buffer.concat(plainBody(pieces).chunks), {
+    const bytes = zlib.gzipSync(Buffer.concat(plain.chunks), {
       level: zlib.constants.Z_BEST_SPEED,
     });
     return { chunks: [bytes], length: bytes.length };
@@ -89,19 +94,16 @@ export function gzipBody(pieces: readonly ExpositionPiece[], joinable: ReadonlyS
     add(bytes, zlib.deflateRawSync(bytes, DEFLATE_OPTIONS));
     run = [];
   };
-  for (const piece of pieces) {
-    if (!piece.durable) {
-      run.push(Buffer.from(piece.text, 'utf8'));
-      continue;
-    }
-    if (run.length > 0 && joinable.has(piece)) {
-      run.push(encodedOf(piece).bytes);
-      continue;
+  plain.pieces.forEach((piece, i) => {
+    const bytes = plain.chunks[i]!;
+    if (!piece.durable || (run.length > 0 && joinable.has(piece))) {
+      run.push(bytes);
+      return;
     }
     endRun();
     const entry = encodedOf(piece);
-    add(entry.bytes, (entry.deflated ??= zlib.deflateRawSync(entry.bytes, DEFLATE_OPTIONS)));
-  }
+    add(bytes, (entry.deflated ??= zlib.deflateRawSync(bytes, DEFLATE_OPTIONS)));
+  });
   endRun();
   const trailer = Buffer.alloc(8);
   trailer.writeUInt32LE(crc >>> 0, 0);

@@ -200,7 +200,7 @@ function encodeBody(req: express.Request, pieces: readonly ExpositionPiece[]): B
   ) {
     return { ...plain, gzipped: false };
   }
-  return { ...gzipBody(pieces, FRAMING), gzipped: true };
+  return { ...gzipBody(plain, FRAMING), gzipped: true };
 }
 
 function methodNotAllowed(allow: string): express.RequestHandler {
