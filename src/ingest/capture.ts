@@ -134,7 +134,7 @@ const CI_FIELDS = [
   ['system', 'system'],
 ] as const;
 
-/** A `context` record's `ci`, as ciToCapture writes it. */
+/** The `ci` of a `context` record: the traceparent and the CI fields under the capture's snake_case keys. */
 export function ciToCapture(ci: CiContext): Record<string, string> {
   const out: Record<string, string> = {};
   const parent = ci.parent;

@@ -74,9 +74,9 @@ export type SubscriberState = 'idle' | 'waiting' | 'connecting' | 'connected' | 
 /** The first message of a connection is the reply to subscribe_client: `None`, or a short refusal. */
 export const MAX_REPLY_BYTES = 64 * 1024;
 
-// A stale socket file (job ended) or a path removed between stat and connect: expected, not worth a warning.
 /** Size of each connection's read buffer: what libuv reads at most per call, as for a stream's own Buffers. */
 const READ_BUFFER_BYTES = 64 * 1024;
+// A stale socket file (job ended) or a path removed between stat and connect: expected, not worth a warning.
 const ROUTINE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT']);
 const MISSING_PATH_ERRORS = new Set(['ENOENT', 'ENOTDIR']);
 

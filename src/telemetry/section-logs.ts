@@ -391,7 +391,7 @@ export class SectionLogSink implements SectionSink {
     await this.options.inner.shutdown?.();
   }
 
-  /** Open log files held for an ended job (tests). */
+  /** Log files held open, of every job still running (tests). */
   get openLogFiles(): number {
     return this.files.size;
   }
