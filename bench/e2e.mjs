@@ -141,6 +141,22 @@ function memoryOf(pid) {
   return { rssKb: field('VmRSS'), hwmKb: field('VmHWM'), cpuMs };
 }
 
+/**
+ * CPU time the whole machine has spent busy so far (every process: exporter, senders, receivers, peers,
+ * neighbours), in ms: /proc/stat's first line less idle and iowait. Over a run it says how many of the
+ * machine's cores the run kept busy, and so what more streams could get from the cores left.
+ */
+function machineBusyMs() {
+  const ticks = readFileSync('/proc/stat', 'utf8')
+    .split('\n', 1)[0]
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = ticks;
+  return ((user + nice + system + irq + softirq + steal) * 1000) / CLOCK_TICKS;
+}
+
 let scratch;
 let runCount = 0;
 
@@ -164,6 +180,7 @@ async function runExporter(streams, { env, source = 'sockets', args = [], profil
   const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const expected = streams.reduce((sum, stream) => sum + stream.results, 0);
   const t0 = now();
+  const busy0 = machineBusyMs();
   const child = track(
     spawn(process.execPath, [...nodeArgs, CLI, ...sourceArgs, '--listen', `127.0.0.1:${port}`, ...args], {
       env: exporterEnv(opts, env),
@@ -173,7 +190,7 @@ async function runExporter(streams, { env, source = 'sockets', args = [], profil
   try {
     const { tEnd, scrapes } = await waitForResults(port, expected, child);
     const memory = memoryOf(child.pid);
-    return { seconds: seconds(t0, tEnd), scrapes, ...memory };
+    return { seconds: seconds(t0, tEnd), scrapes, machineMs: machineBusyMs() - busy0, ...memory };
   } finally {
     await stopChild(child);
     await Promise.all(senders.map(stopChild));
@@ -190,8 +207,9 @@ async function runPeer(script, stream) {
   const sender = await startSender(socket, [stream.file]);
   try {
     const t0 = now();
+    const busy0 = machineBusyMs();
     const done = await runPeerScript(script, socket, stream.events);
-    return { seconds: seconds(t0, BigInt(done.tEnd)), cpuMs: done.cpuMs };
+    return { seconds: seconds(t0, BigInt(done.tEnd)), cpuMs: done.cpuMs, machineMs: machineBusyMs() - busy0 };
   } finally {
     await stopChild(sender);
     rmSync(dir, { recursive: true, force: true });
@@ -212,10 +230,13 @@ function rateOf(c, bigEvents, smallEvents) {
   const dt = median(c.big.map((r) => r.seconds)) - median(c.small.map((r) => r.seconds));
   const perRound = c.big.map((r, i) => (bigEvents - smallEvents) / (r.seconds - c.small[i].seconds));
   const dcpu = (median(c.big.map((r) => r.cpuMs)) - median(c.small.map((r) => r.cpuMs))) / 1000;
+  const dmachine = (median(c.big.map((r) => r.machineMs)) - median(c.small.map((r) => r.machineMs))) / 1000;
   return {
     dt,
     eventsPerSec: (bigEvents - smallEvents) / dt,
     perCpuSec: (bigEvents - smallEvents) / dcpu,
+    // Cores the whole machine kept busy over the events (the run less the 1-testcase run).
+    machineCores: dmachine / dt,
     perRound,
   };
 }
@@ -353,10 +374,21 @@ function report({ big, small, single, concurrent, profile, received }) {
       `events); timed from process start to all results seen; median of ${rounds} round(s)`,
   );
   lines.push('');
-  const widths = [46, 6, 6, 6, 9, 11, 6, 6, 0];
+  const widths = [46, 6, 6, 6, 9, 11, 5, 6, 6, 0];
   lines.push(
     row(
-      ['', 'job s', '1-tc s', 'diff s', 'events/s', 'ev/CPU-s', 'VmRSS', 'VmHWM', '  events/s per round'],
+      [
+        '',
+        'job s',
+        '1-tc s',
+        'diff s',
+        'events/s',
+        'ev/CPU-s',
+        'cores',
+        'VmRSS',
+        'VmHWM',
+        '  events/s per round',
+      ],
       widths,
     ),
   );
@@ -376,6 +408,7 @@ function report({ big, small, single, concurrent, profile, received }) {
           r.dt.toFixed(2),
           fmtRate(r.eventsPerSec),
           fmtRate(r.perCpuSec),
+          r.machineCores.toFixed(2),
           exporter ? mbOfKb(median(c.big.map((x) => x.rssKb))) : '-',
           exporter ? mbOfKb(median(c.big.map((x) => x.hwmKb))) : '-',
           `  ${r.perRound.map(fmtRate).join(' / ')}`,
@@ -390,6 +423,10 @@ function report({ big, small, single, concurrent, profile, received }) {
       'peers: process_time).',
   );
   lines.push(
+    `  cores: of the machine's ${CORES}, how many were busy over the same events (/proc/stat: every process, the ` +
+      'sender, receivers and neighbours too).',
+  );
+  lines.push(
     '  VmRSS / VmHWM: the exporter, /proc/PID/status, when /metrics first showed every result' +
       (scrapes ? ` (${median(scrapes)} /metrics polls per run of (a)).` : '.'),
   );
@@ -400,16 +437,29 @@ function report({ big, small, single, concurrent, profile, received }) {
 
   const streamRates = {};
   const streamCpu = {};
+  const oneStreamCores = {};
   if (concurrent.length) {
     lines.push('');
     lines.push(
       `concurrent streams: N jobs of ${fmtInt(big.testcases)} testcases (other job names) served at once on N ` +
         'sockets to one exporter, config (a), minus N 1-testcase jobs at once:',
     );
-    const w = [28, 7, 6, 6, 6, 9, 11, 10, 6, 6];
+    const w = [28, 7, 6, 6, 6, 9, 11, 5, 10, 6, 6];
     lines.push(
       row(
-        ['', 'streams', 'job s', '1-tc s', 'diff s', 'events/s', 'ev/CPU-s', '× 1 stream', 'VmRSS', 'VmHWM'],
+        [
+          '',
+          'streams',
+          'job s',
+          '1-tc s',
+          'diff s',
+          'events/s',
+          'ev/CPU-s',
+          'cores',
+          '× 1 stream',
+          'VmRSS',
+          'VmHWM',
+        ],
         w,
       ),
     );
@@ -427,12 +477,24 @@ function report({ big, small, single, concurrent, profile, received }) {
             r.dt.toFixed(2),
             fmtRate(r.eventsPerSec),
             fmtRate(r.perCpuSec),
+            r.machineCores.toFixed(2),
             (r.eventsPerSec / streamRates[`${c.mode.key}-1`]).toFixed(2),
             mbOfKb(median(c.big.map((x) => x.rssKb))),
             mbOfKb(median(c.big.map((x) => x.hwmKb))),
           ],
           w,
         ),
+      );
+      if (c.n === 1) oneStreamCores[c.mode.key] = r.machineCores;
+    }
+    // If each event costs the machine what it did with one stream, N streams can go at most cores / (cores
+    // one kept busy) times as fast, however well the exporter spreads them: the rest of the machine is all
+    // there is to gain.
+    for (const [key, cores] of Object.entries(oneStreamCores)) {
+      const label = concurrent.find((c) => c.mode.key === key).mode.label;
+      lines.push(
+        `  ${label}: one stream kept ${cores.toFixed(2)} of ${CORES} cores busy; at the same CPU per event, more ` +
+          `streams go at most ${(CORES / cores).toFixed(2)}× as fast on this machine`,
       );
     }
   }
