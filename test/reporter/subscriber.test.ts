@@ -9,6 +9,7 @@ import { pickle, unpickle, type PyDict, type PyValue } from '../../src/python/in
 import { FRAME_FORMATS, FrameReader, encodeFrame, type FrameFormat } from '../../src/reporter/framing.js';
 import { encodeRequest } from '../../src/reporter/protocol.js';
 import {
+  MAX_FRAMES_PER_TURN,
   ReporterSubscriber,
   type ConnectionInfo,
   type DisconnectReason,
@@ -321,6 +322,41 @@ describe('ReporterSubscriber', () => {
     await waitFor(() => recorder.events().length === 1, 'event');
     expect(recorder.events()).toEqual(['via symlink']);
     expect(recorder.of('connected')[0]?.conn.path).toBe(path);
+  });
+
+  it('hands over one read of many frames a slice per turn, so other callbacks (scrapes) run between', async () => {
+    const path = join(await tempDir(), 'reporter.sock');
+    // ~6 KB in one write before the end: one read holds all 500 frames.
+    const texts = Array.from({ length: 500 }, (_, i) => `e${i}`);
+    await TestReporter.listen(path, { onSubscribe: (socket) => socket.end(frames(texts)) });
+    const recorder = new Recorder();
+    // A turn counter that setImmediate moves on: events seen under one value came in one turn.
+    let turn = 0;
+    let ticking = false;
+    const tick = (): void => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    const perTurn = new Map<number, number>();
+    const event = recorder.handlers.event;
+    subscribe(path, recorder, {
+      handlers: {
+        ...recorder.handlers,
+        event: (conn, value) => {
+          if (!ticking) {
+            ticking = true;
+            setImmediate(tick);
+          }
+          perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+          event(conn, value);
+        },
+      },
+    });
+    await waitFor(() => recorder.of('disconnected').length === 1, 'disconnected');
+    ticking = false;
+    expect(recorder.summary()).toEqual(['connected', ...texts.map((t) => `event:${t}`), 'disconnected:eof']);
+    expect(Math.max(...perTurn.values())).toBe(MAX_FRAMES_PER_TURN);
+    expect(perTurn.size).toBeGreaterThanOrEqual(Math.ceil(texts.length / MAX_FRAMES_PER_TURN));
   });
 
   it('delivers messages split byte by byte, spread over many chunks, and packed many per write', async () => {
