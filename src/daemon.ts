@@ -6,6 +6,7 @@ import { Registry } from 'prom-client';
 import { SinkFanout, resolveZone, SectionTracker, type SectionSink } from './events/index.js';
 import type { ExporterConfig, ListenAddress } from './config.js';
 import { createApp, listen } from './http/index.js';
+import { IdleCollector } from './idle-gc.js';
 import type { Logger } from './log.js';
 import { CaptureWriter, CapturingTracker, createHttpIngest, IngestSocketServer } from './ingest/index.js';
 import { Pipeline } from './pipeline.js';
@@ -343,10 +344,16 @@ export async function startDaemon(config: ExporterConfig, logger: Logger): Promi
   if (ingestSocket) await ingestSocket.listen();
   for (const subscriber of subscribers) subscriber.start();
   discovery?.start();
+  const idleCollector = new IdleCollector({
+    events: () => health.eventsReceivedSoFar(),
+    logger: logger.child({ component: 'idle-gc' }),
+  });
+  idleCollector.start();
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      idleCollector.stop();
       // Sources first, so nothing arrives after the open sections are ended.
       await Promise.allSettled([
         ...subscribers.map((s) => s.stop()),

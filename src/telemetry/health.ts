@@ -38,6 +38,7 @@ export class ExporterHealth {
   private readonly receivedBySource = new Map<string, number>();
   private readonly rejectedByReason = new Map<string, number>();
   private readonly droppedByReason = new Map<string, number>();
+  private receivedSoFar = 0;
 
   constructor(options: ExporterHealthOptions) {
     const registers = [options.registry];
@@ -146,6 +147,12 @@ export class ExporterHealth {
   /** One raw event arrived from `source` (e.g. `reporter_socket`, `ndjson`). */
   eventReceived(source: string): void {
     addOne(this.receivedBySource, source);
+    this.receivedSoFar += 1;
+  }
+
+  /** Raw events received since start, from every source (what the idle collector watches). */
+  eventsReceivedSoFar(): number {
+    return this.receivedSoFar;
   }
 
   /** An event or frame was refused: a normalizer `RejectReason` or a frame-level one (`decode_error`, ...). */
