@@ -267,7 +267,7 @@ async function runScale(streams, receiver) {
         `scale ${stream.sections} sections: ${fmtRate(result.decodedPerSec)} events/s (median of ${repeats})`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await new Promise((resolve) => setTimeout(resolve, 4000));
     worker.send({ cmd: 'memory' });
     const idle = await nextMessage(worker, 'memory', 10_000);
     return { points, idle, atStart };
@@ -427,13 +427,14 @@ function report({ main, results, scrape, scrapeAtTarget, scaled, profile, receiv
       `  events/s processed at ${lastPoint.sections.toLocaleString('en-US')} vs ${first.sections.toLocaleString('en-US')} sections: ` +
         `${flatness.toFixed(2)}× (linear cost = no slowdown beyond 20%: ${mark(flatness >= 0.8)})`,
     );
-    const rssOk =
-      lastPoint.sections >= 1_000_000
-        ? mark(lastPoint.rssBytes <= 150 * 1024 * 1024)
-        : 'not measured (--quick)';
+    // Judged twice: as the burst ends (peak-like, V8 has not collected its old generation yet) and once the
+    // exporter has been idle long enough for the idle collector's checks (src/idle-gc.ts).
+    const full = lastPoint.sections >= 1_000_000;
+    const rssMark = (bytes) => (full ? mark(bytes <= 150 * 1024 * 1024) : 'not measured (--quick)');
     lines.push(
-      `  RSS after ${lastPoint.sections.toLocaleString('en-US')} sections: ${mb(lastPoint.rssBytes)} ` +
-        `(peak ${mb(scaled.idle.maxRssBytes)}, ${mb(scaled.idle.rssBytes)} after 2 s idle)  (target ≤ 150 MB after 1,000,000: ${rssOk})`,
+      `  RSS after ${lastPoint.sections.toLocaleString('en-US')} sections: ${mb(lastPoint.rssBytes)} as the burst ends, ` +
+        `${mb(scaled.idle.rssBytes)} after 4 s idle (peak ${mb(scaled.idle.maxRssBytes)})  ` +
+        `(target ≤ 150 MB after 1,000,000: ${rssMark(lastPoint.rssBytes)} / idle ${rssMark(scaled.idle.rssBytes)})`,
     );
   }
   if (profile) {
