@@ -84,6 +84,12 @@ export class SectionBatchWriter {
   private strings: string[] = [];
   private nums: Float64Array;
   private length = 0;
+  /**
+   * The JobInfo last written in this batch and its four string slots: a job's records run in a row, and the
+   * tracker no longer changes a JobInfo once the first of its sections has gone out.
+   */
+  private lastJob: JobInfo | undefined;
+  private lastJobSlots = [0, 0, 0, 0];
 
   constructor(private readonly initialRecords = 256) {
     this.nums = new Float64Array(initialRecords * RECORD_SLOTS);
@@ -139,24 +145,36 @@ export class SectionBatchWriter {
     this.job(at, job);
   }
 
-  /** The batch so far (its buffer is the caller's to transfer), or undefined when nothing was written. */
+  /**
+   * The batch so far (its buffer is the caller's to transfer), or undefined when nothing was written. The
+   * records are copied out to a buffer of their own size, so the writer keeps its grown one: allocating a
+   * fresh zeroed buffer of the full initial size per batch cost more than the copy of a small batch.
+   */
   take(): SectionBatch | undefined {
     if (this.length === 0) return undefined;
-    const batch: SectionBatch = { strings: this.strings, nums: this.nums.subarray(0, this.length) };
-    this.table = new Map();
+    const batch: SectionBatch = { strings: this.strings, nums: this.nums.slice(0, this.length) };
+    this.table.clear();
     this.strings = [];
-    this.nums = new Float64Array(this.initialRecords * RECORD_SLOTS);
     this.length = 0;
     this.sections = 0;
+    this.lastJob = undefined;
     return batch;
   }
 
   private job(at: number, job: JobInfo): void {
+    const slots = this.lastJobSlots;
+    if (job !== this.lastJob) {
+      slots[0] = this.string(job.jobId);
+      slots[1] = this.string(job.jobName);
+      slots[2] = this.string(job.runId);
+      slots[3] = this.string(job.traceId);
+      this.lastJob = job;
+    }
     const n = this.nums;
-    n[at + S_JOB_ID] = this.string(job.jobId);
-    n[at + S_JOB_NAME] = this.string(job.jobName);
-    n[at + S_RUN_ID] = this.string(job.runId);
-    n[at + S_TRACE_ID] = this.string(job.traceId);
+    n[at + S_JOB_ID] = slots[0]!;
+    n[at + S_JOB_NAME] = slots[1]!;
+    n[at + S_RUN_ID] = slots[2]!;
+    n[at + S_TRACE_ID] = slots[3]!;
   }
 
   private reserve(): number {

@@ -171,6 +171,37 @@ describe('section records', () => {
     expect(new Set(batch.strings).size).toBe(batch.strings.length);
     expect(writer.take()).toBeUndefined();
   });
+
+  it('keep each batch intact when the writer goes on, with jobs interleaved', () => {
+    const { sections } = workload();
+    // Records of two runs alternating, so a run's job fields are written again after the other's.
+    const bgp = sections.filter((s) => s.job.runId === sections[0]!.job.runId);
+    const ospf = sections.filter((s) => s.job.jobName === 'ospf');
+    const mixed = bgp.flatMap((s, i) => (ospf[i] ? [s, ospf[i]] : [s]));
+    const half = Math.floor(mixed.length / 2);
+    const firstPart = mixed.slice(0, half);
+    // The second batch starts with the job the first ended with: its ids are written to the new table again.
+    const lastJob = firstPart.at(-1)!.job;
+    const secondPart = [
+      ...mixed.slice(half).filter((s) => s.job === lastJob),
+      ...mixed.slice(half).filter((s) => s.job !== lastJob),
+    ];
+    const writer = new SectionBatchWriter(2);
+    for (const s of firstPart) writer.section(s);
+    const first = writer.take()!;
+    for (const s of secondPart) writer.section(s);
+    const second = writer.take()!;
+    const read: FinishedSection[] = [];
+    const visitor = { sectionFinished: (s: FinishedSection) => read.push(s), jobFinished: () => {} };
+    readSectionBatch(first, visitor);
+    readSectionBatch(second, visitor);
+    expect(read).toEqual([...firstPart, ...secondPart]);
+    // Each batch's buffer holds its own records only, so posting it transfers no more than that.
+    for (const batch of [first, second]) expect(batch.nums.buffer.byteLength).toBe(batch.nums.byteLength);
+    expect(first.nums.length + second.nums.length).toBe((mixed.length * first.nums.length) / half);
+    // The second batch has a table of its own: the jobs' ids cross again, once.
+    expect(second.strings.filter((s) => s === sections[0]!.job.runId)).toHaveLength(1);
+  });
 });
 
 describe('SpanThread', () => {
