@@ -325,20 +325,30 @@ async function main() {
       progress(`round ${round}/${rounds}: ${summary}`);
     }
     if (opts.profile) {
-      // (a) as asked, and (c) beside it: the difference is what sending spans costs the exporter.
+      // (a) as asked, and (c) beside it: the difference is what sending spans costs the exporter. (a') too,
+      // whose span thread writes a profile of its own.
       const stamp = new Date().toISOString().replace(/[:.]/g, '-');
       profile = {};
-      for (const [key, env] of [
+      for (const [key, env, args = []] of [
         ['a', envA],
         ['c', envC],
+        ...(skip.has('span-thread') ? [] : [['a-thread', envA, ['--span-thread']]]),
       ]) {
         const profileDir = join(OUT, `e2e-profile-${stamp}-${key}`);
         mkdirSync(profileDir, { recursive: true });
-        const run = await runExporter([big], { env, profileDir });
-        const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile'));
-        if (file === undefined) throw new Error(`node --cpu-prof wrote no profile in ${profileDir}`);
-        const path = join(profileDir, file);
-        profile[key] = { file: path, seconds: run.seconds, summary: summarizeProfile(path) };
+        const run = await runExporter([big], { env, profileDir, args });
+        // node names them CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile; the main thread's id is 0.
+        const files = readdirSync(profileDir)
+          .filter((name) => name.endsWith('.cpuprofile'))
+          .sort((x, y) => threadIdOf(x) - threadIdOf(y));
+        if (files.length === 0) throw new Error(`node --cpu-prof wrote no profile in ${profileDir}`);
+        const [main, ...workers] = files.map((name) => join(profileDir, name));
+        profile[key] = {
+          file: main,
+          seconds: run.seconds,
+          summary: summarizeProfile(main),
+          workers: workers.map((file) => ({ file, summary: summarizeProfile(file) })),
+        };
       }
     }
     const stats = async (receiver) => {
@@ -540,7 +550,7 @@ function report({ big, small, single, concurrent, profile, received }) {
   );
 
   if (profile) {
-    const { a, c } = profile;
+    const { a, c, 'a-thread': thread } = profile;
     lines.push('');
     lines.push(
       `CPU profile of the CLI (node --cpu-prof), config (a), the whole process life: start-up, the job, ` +
@@ -549,17 +559,19 @@ function report({ big, small, single, concurrent, profile, received }) {
     lines.push(formatProfile(a.summary));
     lines.push('');
     lines.push(`self time by area, (a) against (c) (${c.seconds.toFixed(2)} s to all results; ${c.file}):`);
-    lines.push('       (a) ms    (c) ms   (a) − (c)');
-    const names = [...new Set([...a.summary.areas, ...c.summary.areas].map((x) => x.name))];
-    const msOf = (summary, name) => summary.areas.find((x) => x.name === name)?.ms ?? 0;
-    const rows = names
-      .map((name) => ({ name, a: msOf(a.summary, name), c: msOf(c.summary, name) }))
-      .sort((x, y) => y.a - y.c - (x.a - x.c));
-    for (const row of [...rows, { name: 'total busy', a: a.summary.busyMs, c: c.summary.busyMs }]) {
-      if (row.a < 5 && row.c < 5) continue;
+    lines.push(...areasAgainst('(a)', a.summary, c.summary));
+    if (thread) {
+      lines.push('');
       lines.push(
-        `  ${row.a.toFixed(0).padStart(9)} ${row.c.toFixed(0).padStart(9)} ${(row.a - row.c).toFixed(0).padStart(11)}   ${row.name}`,
+        `(a') --span-thread, ${thread.seconds.toFixed(2)} s to all results: main thread by area against (c) ` +
+          `(${thread.file}):`,
       );
+      lines.push(...areasAgainst("(a')", thread.summary, c.summary));
+      for (const worker of thread.workers) {
+        lines.push('');
+        lines.push(`(a') its span thread (${worker.file}):`);
+        lines.push(formatProfile(worker.summary, 12));
+      }
     }
   }
   const text = lines.join('\n');
@@ -578,6 +590,28 @@ function report({ big, small, single, concurrent, profile, received }) {
       1,
     ),
   );
+}
+
+/** The thread id in a `node --cpu-prof` file name (CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile). */
+function threadIdOf(name) {
+  return Number(name.split('.').at(-3));
+}
+
+/** Self time by area of `summary` against (c)'s, the areas that differ most first. */
+function areasAgainst(label, summary, c) {
+  const lines = [`  ${label.padStart(9)} ms    (c) ms  ${`${label} − (c)`.padStart(11)}`];
+  const names = [...new Set([...summary.areas, ...c.areas].map((x) => x.name))];
+  const msOf = (s, name) => s.areas.find((x) => x.name === name)?.ms ?? 0;
+  const rows = names
+    .map((name) => ({ name, x: msOf(summary, name), c: msOf(c, name) }))
+    .sort((p, q) => q.x - q.c - (p.x - p.c));
+  for (const row of [...rows, { name: 'total busy', x: summary.busyMs, c: c.busyMs }]) {
+    if (row.x < 5 && row.c < 5) continue;
+    lines.push(
+      `  ${row.x.toFixed(0).padStart(12)} ${row.c.toFixed(0).padStart(9)} ${(row.x - row.c).toFixed(0).padStart(11)}   ${row.name}`,
+    );
+  }
+  return lines;
 }
 
 main().catch(exitOnError('e2e'));
