@@ -91,7 +91,7 @@ export class SectionBatchWriter {
   private lastJob: JobInfo | undefined;
   private lastJobSlots = [0, 0, 0, 0];
 
-  constructor(private readonly initialRecords = 256) {
+  constructor(initialRecords = 256) {
     this.nums = new Float64Array(initialRecords * RECORD_SLOTS);
   }
 
